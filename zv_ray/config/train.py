@@ -1,0 +1,79 @@
+"""Optimization, sampling, checkpointing, cluster and tracking settings."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from zv_ray.config.base import StrictModel
+
+
+class TrainConfig(StrictModel):
+    # Optimizer steps in this stage.
+    steps: int = Field(80_000, ge=1)
+    # Objects per worker per step.
+    batch_size_per_worker: int = Field(8, ge=1)
+    # Square resolution the model sees (renders are resized to it when they differ).
+    resolution: int = Field(256, ge=8)
+    # Input views and extra supervision views per object (GS-LRM: 4 + 4; inputs are supervised too).
+    num_input_views: int = Field(4, ge=1)
+    num_target_views: int = Field(4, ge=0)
+    # AdamW (GS-LRM: lr 4e-4 at 256 px, betas 0.9/0.95, weight decay 0.05).
+    lr: float = Field(4e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(0.05, ge=0)
+    # Linear warm-up then cosine decay to min_lr.
+    warmup_steps: int = Field(2000, ge=0)
+    min_lr: float = Field(0.0, ge=0)
+    # Gradient clipping norm (0 disables) and the skip threshold: a step whose norm is non-finite or
+    # above skip_grad_norm is skipped (GS-LRM: 20 x clip).
+    grad_clip: float = Field(1.0, ge=0)
+    skip_grad_norm: float = Field(20.0, gt=0)
+    # A run is declared diverged after this many skipped steps in a row.
+    max_consecutive_skips: int = Field(50, ge=1)
+    # Checkpoint, log and evaluation intervals in steps.
+    checkpoint_every: int = Field(1000, ge=1)
+    log_every: int = Field(10, ge=1)
+    image_every: int = Field(1000, ge=1)
+    eval_every: int = Field(5000, ge=1)
+    # Initialize from a checkpoint (weights only): a resolution change (256 -> 512 finetune) restarts the schedule.
+    init_from: str | None = None
+    # Background colour for splatting and compositing (white, like the renders).
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if self.warmup_steps > self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds steps ({self.steps})")
+        return self
+
+    def scaled(self, factor: float) -> "TrainConfig":
+        """Every step-based field scaled together (gsplat's adjust_steps), so a run shortens in one knob."""
+        fields = ("steps", "warmup_steps", "checkpoint_every", "log_every", "image_every", "eval_every")
+        return self.model_copy(update={f: max(1 if f != "warmup_steps" else 0, int(getattr(self, f) * factor)) for f in fields})
+
+
+class ClusterConfig(StrictModel):
+    # Ray address: None starts (or joins, under `ray job submit`) the local/current cluster.
+    ray_address: str | None = None
+    # Logical CPUs declared for a local Ray (more than cores, so data actors and train workers both fit).
+    local_num_cpus: int = Field(4, ge=1)
+    # Ray Train workers, GPUs and CPUs per worker.
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    # Optional custom resource each train worker requests (e.g. "trainer"), to pin workers to GPU nodes.
+    worker_resource: str | None = None
+    # Where runs, checkpoints and artifacts go (local path, or s3:// / gs:// on a cluster).
+    storage_path: str = "outputs/runs"
+    # Run name; the same storage_path + name resumes. No timestamps: a resumed run must find itself.
+    run_name: str = "zv-ray"
+    # Automatic restarts after a worker failure (Ray Train FailureConfig).
+    max_failures: int = Field(2, ge=-1)
+    # Checkpoints kept.
+    num_checkpoints_to_keep: int = Field(2, ge=1)
+
+
+class MlflowConfig(StrictModel):
+    # Tracking URI; None uses $MLFLOW_TRACKING_URI or sqlite:///<storage_path>/mlflow.db.
+    tracking_uri: str | None = None
+    experiment: str = "zv-ray"
