@@ -10,6 +10,8 @@ from zv_ray.config.base import StrictModel
 class TrainConfig(StrictModel):
     # Optimizer steps in this stage.
     steps: int = Field(80_000, ge=1)
+    # Stop this invocation after this many steps (the schedule still spans `steps`); resume later with --resume.
+    stop_after: int | None = Field(None, ge=1)
     # Objects per worker per step.
     batch_size_per_worker: int = Field(8, ge=1)
     # Square resolution the model sees (renders are resized to it when they differ).

@@ -1,0 +1,13 @@
+"""Shared test setup: headless GL, quiet Ray, and paths to the shared evaluation objects."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+REPO = Path(__file__).resolve().parents[1]
+GSO_DIR = REPO.parent / "shared" / "eval" / "gso"

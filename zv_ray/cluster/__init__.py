@@ -1,0 +1,1 @@
+"""Connecting to Ray: a local embedded cluster by default, an existing one under `ray job submit`."""
