@@ -38,7 +38,8 @@ class ZeroverseConfig(StrictModel):
     semi_axis_range: tuple[float, float] = (0.25, 2.0)
     # Largest extent of the final object (official 1.8: object inside [-0.9, 0.9]^3).
     normalized_extent: float = Field(1.8, gt=0)
-    # Mesh density: grid cells per cube face side; sphere is (resolution, 2 * resolution); cylinder side likewise.
+    # Mesh density n (official 50): cube n x n cells per face; sphere n x 2n; cylinder and cone side n x 3n with
+    # n/2 rings per cap; torus 3n x n. Lower it (e.g. 16) for fast online generation.
     mesh_resolution: int = Field(50, ge=4, le=400)
     # Probability that a face (material slot) gets a height field.
     p_heightfield: float = Field(0.4, ge=0.0, le=1.0)
@@ -50,13 +51,15 @@ class ZeroverseConfig(StrictModel):
     p_wireframe: float = Field(0.2, ge=0.0, le=1.0)
     # Size range of cutters and wireframe primitives.
     augment_size_range: tuple[float, float] = (0.3, 0.6)
-    # Thickness range given to the cut surfaces after a boolean.
-    boolean_thickness_range: tuple[float, float] = (0.01, 0.02)
+    # Cutter shapes for the boolean difference (official: all five, uniformly).
+    cutter_primitives: list[Primitive] = Field(default_factory=lambda: list(ALL_PRIMITIVES))
+    # Primitive shapes turned into wireframes (official: all five, uniformly).
+    wire_primitives: list[Primitive] = Field(default_factory=lambda: list(ALL_PRIMITIVES))
     # Radius range of wireframe tubes.
     wire_radius_range: tuple[float, float] = (0.01, 0.03)
     texture: TextureConfig = Field(default_factory=TextureConfig)
 
-    @field_validator("primitives")
+    @field_validator("primitives", "cutter_primitives", "wire_primitives")
     @classmethod
     def _nonempty_unique(cls, v: list[str]) -> list[str]:
         if not v:
@@ -74,7 +77,7 @@ class ZeroverseConfig(StrictModel):
             raise ValueError("part_count_weights must be non-negative with a positive sum")
         return v
 
-    @field_validator("semi_axis_range", "augment_size_range", "boolean_thickness_range", "wire_radius_range")
+    @field_validator("semi_axis_range", "augment_size_range", "wire_radius_range")
     @classmethod
     def _ordered_positive(cls, v: tuple[float, float]) -> tuple[float, float]:
         lo, hi = v
