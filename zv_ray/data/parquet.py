@@ -1,0 +1,124 @@
+"""Parquet shards of rendered objects: atomic writes, validated reads that name what is corrupt."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from zv_ray.data.schema import SCHEMA, RecordError, row_to_record, schema_mismatch
+
+log = logging.getLogger(__name__)
+
+SHARD_SUFFIX = ".parquet"
+# Rows per row group: bounds reader memory (a raw 512 px object is 32 MiB).
+ROW_GROUP_OBJECTS = 8
+
+
+class CorruptShardError(ValueError):
+    """A shard that is unreadable, has the wrong schema, or holds a row that does not decode."""
+
+
+def shard_name(table: pa.Table) -> str:
+    """Named by the smallest object id it holds: unique, since every id is in exactly one shard."""
+    first = pc.min(table["object_id"]).as_py()
+    return f"shard-{first:012d}{SHARD_SUFFIX}"
+
+
+def write_shard(table: pa.Table, out_dir: str | Path) -> Path:
+    """Write `table` as one shard, atomically: readers never see a partial file under a shard name."""
+    if table.num_rows == 0:
+        raise ValueError("refusing to write an empty shard")
+    if (diff := schema_mismatch(table.schema)) is not None:
+        raise ValueError(f"table does not match the dataset schema: {diff}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / shard_name(table)
+    tmp = out_dir / f".{final.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        pq.write_table(table.replace_schema_metadata(SCHEMA.metadata), tmp, row_group_size=ROW_GROUP_OBJECTS)
+        os.replace(tmp, final)  # atomic on POSIX; a retried writer replaces its own shard with identical rows
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def shard_paths(path: str | Path) -> list[Path]:
+    """A shard file, or every shard in a folder (hidden temp files excluded), sorted."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"no dataset at {path} (expected a folder of {SHARD_SUFFIX} shards)")
+    shards = sorted(p for p in path.glob(f"*{SHARD_SUFFIX}") if not p.name.startswith("."))
+    if not shards:
+        raise FileNotFoundError(f"no {SHARD_SUFFIX} shards in {path}")
+    return shards
+
+
+def open_shard(path: Path) -> pq.ParquetFile:
+    """Open and check a shard's footer and schema; CorruptShardError names the file."""
+    try:
+        shard = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        raise CorruptShardError(
+            f"{path}: not a readable Parquet file ({err}); it is truncated or damaged: delete it and regenerate, "
+            "or set data.on_corrupt=skip"
+        ) from None
+    if (diff := schema_mismatch(shard.schema_arrow)) is not None:
+        raise CorruptShardError(f"{path}: schema differs from the zv-ray dataset schema: {diff}")
+    return shard
+
+
+def valid_shards(path: str | Path, on_corrupt: Literal["fail", "skip"] = "fail") -> list[Path]:
+    """Shards whose footer and schema check out; corrupt ones raise, or are skipped with a warning."""
+    good = []
+    for shard in shard_paths(path):
+        try:
+            open_shard(shard)
+        except CorruptShardError as err:
+            if on_corrupt == "fail":
+                raise
+            log.warning("skipping corrupt shard: %s", err)
+            continue
+        good.append(shard)
+    if not good:
+        raise CorruptShardError(f"every shard in {path} is corrupt")
+    return good
+
+
+def read_shards(path: str | Path, on_corrupt: Literal["fail", "skip"] = "fail") -> Iterator[dict[str, Any]]:
+    """Decoded records from a shard or folder of shards, one row group at a time.
+
+    Anything corrupt raises CorruptShardError naming the file (and row); with on_corrupt="skip" the rest
+    of that shard is skipped with a warning instead."""
+    for shard_path in shard_paths(path):
+        try:
+            yield from _read_shard(shard_path)
+        except CorruptShardError as err:
+            if on_corrupt == "fail":
+                raise
+            log.warning("skipping (the rest of) corrupt shard: %s", err)
+
+
+def _read_shard(path: Path) -> Iterator[dict[str, Any]]:
+    shard = open_shard(path)
+    row = 0
+    for group in range(shard.num_row_groups):
+        try:
+            rows = shard.read_row_group(group).to_pylist()
+        except (pa.ArrowException, OSError) as err:
+            raise CorruptShardError(f"{path}: row group {group} (rows from {row}) does not read: {err}") from None
+        for values in rows:
+            try:
+                yield row_to_record(values)
+            except RecordError as err:
+                raise CorruptShardError(f"{path} row {row} (object {values['object_id']}): {err}") from None
+            row += 1

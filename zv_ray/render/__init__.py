@@ -1,0 +1,1 @@
+"""Multi-view rendering: cameras and pose conventions, Plücker rays, headless pyrender, contact sheets."""
