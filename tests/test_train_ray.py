@@ -79,11 +79,9 @@ def test_resume_continues_step_counter_and_optimizer_state(tmp_path):
     common = ("data.num_objects=2", "train.batch_size_per_worker=2", "train.steps=12", "train.checkpoint_every=6",
               "data.num_val_objects=0")
     straight = run_training(tiny_config(tmp_path, "straight", *common))
-    ray.shutdown()
 
     first = run_training(tiny_config(tmp_path, "split", *common, "train.stop_after=6"))
     assert load_checkpoint(first.checkpoint)["step"] == 6
-    ray.shutdown()
     with pytest.raises(FileExistsError, match="--resume"):
         run_training(tiny_config(tmp_path, "split", *common))
     resumed = run_training(tiny_config(tmp_path, "split", *common), resume=True)

@@ -21,7 +21,13 @@ def init_ray(cluster: ClusterConfig) -> None:
     address = cluster.ray_address or os.environ.get("RAY_ADDRESS")
     # Forwarded so every worker sees them: GL platform choice and the failure-drill hook.
     forwarded = ("ZV_RAY_GL", "PYOPENGL_PLATFORM", "ZV_RAY_FAULT_AT_STEP", "ZV_RAY_FAULT_MARKER", "TORCH_HOME")
-    env_vars = {"RAY_USAGE_STATS_ENABLED": "0", **{k: os.environ[k] for k in forwarded if k in os.environ}}
+    env_vars = {
+        "RAY_USAGE_STATS_ENABLED": "0",
+        # glibc: keep large tensors out of mmap/trim churn; CPU steps run ~20% faster (benchmarks/model.py).
+        "MALLOC_MMAP_THRESHOLD_": "4294967296",
+        "MALLOC_TRIM_THRESHOLD_": "68719476736",
+        **{k: os.environ[k] for k in forwarded if k in os.environ},
+    }
     runtime_env = {"env_vars": env_vars}
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
