@@ -1,0 +1,120 @@
+"""Score a model on evaluation objects: predict Gaussians from the input views, splat the test views,
+PSNR / SSIM / LPIPS per test view, averaged per object, then over objects (the paper's GSO table).
+
+`evaluate_objects` is the in-training hook (rank 0, every K steps, on views pre-rendered once by
+`zv_ray.eval.prepare.prepare_eval_views`); `zv-ray eval` uses `evaluate_object` to keep the images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from zv_ray.config import RunConfig
+from zv_ray.eval.prepare import EvalObject
+
+METRICS = ("psnr", "ssim", "lpips")
+# LPIPS(VGG) on many full-resolution views at once is memory-hungry: score in chunks.
+_LPIPS_CHUNK = 16
+
+
+@dataclass
+class ObjectResult:
+    name: str
+    psnr: float  # mean over test views (inf only if every view is pixel-exact)
+    ssim: float
+    lpips: float | None  # None when LPIPS is unavailable
+    inputs: Tensor  # [Vin, 3, H, W] in [0, 1], CPU
+    pred: Tensor  # [Vt, 3, H, W]
+    target: Tensor  # [Vt, 3, H, W]
+
+    def scores(self) -> dict[str, float | None]:
+        return {"psnr": self.psnr, "ssim": self.ssim, "lpips": self.lpips}
+
+
+def load_lpips_or_reason(cfg: RunConfig, device: torch.device | str) -> tuple[torch.nn.Module | None, str | None]:
+    """LPIPS(VGG) for scoring, or (None, why not) when its weights are missing, so the table says 'n/a'."""
+    from zv_ray.losses.perceptual import LpipsWeightsMissing, load_lpips
+
+    try:
+        return load_lpips(cfg.loss.vgg_weights, device=device), None
+    except LpipsWeightsMissing as err:
+        return None, str(err)
+
+
+def image_scores(
+    pred: Tensor,  # [N, 3, H, W] in [0, 1]
+    target: Tensor,  # [N, 3, H, W] in [0, 1]
+    lpips_net: torch.nn.Module | None = None,
+) -> dict[str, Tensor]:
+    """Per-image metrics {'psnr': [N], 'ssim': [N], 'lpips': [N] when a network is given}."""
+    from zv_ray.losses.metrics import lpips, psnr, ssim
+
+    pred, target = pred.float(), target.float()
+    out = {"psnr": psnr(pred, target).float().cpu(), "ssim": ssim(pred, target).float().cpu()}
+    if lpips_net is not None:
+        chunks = [lpips(lpips_net, p, t).flatten() for p, t in zip(pred.split(_LPIPS_CHUNK), target.split(_LPIPS_CHUNK))]
+        out["lpips"] = torch.cat(chunks)
+    return out
+
+
+@contextmanager
+def inference(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The bare model (unwrapped from DDP: rank 0 alone evaluates, so no collectives) in eval mode, no grad."""
+    bare = getattr(model, "module", model)
+    was_training = bare.training
+    bare.eval()
+    try:
+        with torch.no_grad():
+            yield bare
+    finally:
+        bare.train(was_training)
+
+
+def evaluate_object(
+    model: torch.nn.Module, obj: EvalObject, cfg: RunConfig, lpips_net: torch.nn.Module | None = None
+) -> ObjectResult:
+    """One object, scored on its test views (call under `inference`)."""
+    from zv_ray.train.loop import predict_and_render  # lazy: the training loop imports this module
+
+    device = next(model.parameters()).device
+    batch = obj.batch(cfg.train.resolution).to(device)
+    pred = predict_and_render(model, batch, cfg)[0, batch.num_inputs :].float().clamp(0, 1)  # [Vt, 3, H, W]
+    target = batch.images[0, batch.num_inputs :]
+    scores = image_scores(pred, target, lpips_net)
+    mean = {k: float(v.mean()) for k, v in scores.items()}
+    return ObjectResult(
+        name=obj.name, psnr=mean["psnr"], ssim=mean["ssim"], lpips=mean.get("lpips"),
+        inputs=batch.input_images[0].cpu(), pred=pred.cpu(), target=target.cpu(),
+    )
+
+
+def mean_scores(scores: Iterable[dict[str, float | None]]) -> dict[str, float | None]:
+    """Per-metric means over objects; None for a metric that some object lacks (LPIPS unavailable)."""
+    scores = list(scores)
+    values = {m: [s[m] for s in scores] for m in METRICS}
+    return {m: float(np.mean(v)) if v and all(x is not None for x in v) else None for m, v in values.items()}
+
+
+def summarize(scores: Iterable[dict[str, float | None]], prefix: str) -> dict[str, float]:
+    """Means over objects as metrics: {'<prefix>/psnr', '<prefix>/ssim', '<prefix>/lpips' (when every object has it)}."""
+    return {f"{prefix}/{m}": v for m, v in mean_scores(scores).items() if v is not None}
+
+
+def evaluate_objects(
+    model: torch.nn.Module,
+    views_list: list[EvalObject],
+    cfg: RunConfig,
+    lpips_net: torch.nn.Module | None = None,
+    prefix: str = "gso",
+) -> dict[str, float]:
+    """Mean metrics over pre-rendered objects, for logging during training: {'gso/psnr': ..., ...}.
+
+    Takes a DDP-wrapped or bare model and leaves it in the mode it was in."""
+    with inference(model) as bare:
+        return summarize([evaluate_object(bare, obj, cfg, lpips_net).scores() for obj in views_list], prefix)

@@ -1,0 +1,93 @@
+"""A user's own posed images -> predicted 3D Gaussians (.ply) and a turntable video.
+
+    zv-ray reconstruct a.png b.png c.png d.png --cameras cameras.json --checkpoint outputs/runs/tiny --out outputs/recon
+
+Images: as many as the model's train.num_input_views, one square size, the object centred at the world
+origin on a white (or transparent: composited on white) background, cameras in the camera-file
+convention (zv_ray/eval/camera_file.py, docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zv_ray.config import RunConfig
+from zv_ray.eval.camera_file import frames_for_images, read_camera_file
+from zv_ray.eval.evaluate import inference
+from zv_ray.splat.gaussians import Gaussians
+from zv_ray.train.views import make_view_batch
+
+
+@dataclass
+class PosedViews:
+    rgba: np.ndarray  # [V, H, W, 4] uint8, RGB composited on white
+    intrinsics: np.ndarray  # [V, 4] float32 at the images' size
+    c2w: np.ndarray  # [V, 4, 4] float32 OpenCV camera-to-world
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Any 8/16-bit grey, RGB or RGBA image -> [H, W, 4] uint8 with RGB composited on white."""
+    import imageio.v3 as iio
+
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        img = np.asarray(iio.imread(path))
+    except Exception as err:  # noqa: BLE001 - any decoder failure means an unreadable image
+        raise ValueError(f"cannot read image {path}: {err}") from err
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ValueError(f"{path}: unsupported pixel type {img.dtype} (use 8- or 16-bit PNG/JPEG)")
+    if img.ndim == 2:
+        img = img[..., None]
+    channels = img.shape[-1]
+    if img.ndim != 3 or channels not in (1, 2, 3, 4):
+        raise ValueError(f"{path}: expected a grey, RGB or RGBA image, got shape {img.shape}")
+    color = np.repeat(img[..., :1], 3, axis=-1) if channels < 3 else img[..., :3]
+    if channels in (2, 4):
+        alpha = img[..., -1:].astype(np.float32) / 255.0
+        color = (color * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
+        return np.concatenate([color, img[..., -1:]], axis=-1)
+    return np.concatenate([color, np.full(img.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+
+
+def load_posed_views(images: list[Path], cameras: Path, num_views: int) -> PosedViews:
+    """Check the count, sizes and cameras of the user's views and read them."""
+    if len(images) != num_views:
+        raise ValueError(
+            f"got {len(images)} images but the checkpoint's model takes train.num_input_views = {num_views}; pass exactly {num_views}"
+        )
+    frames = frames_for_images(read_camera_file(cameras), images, cameras)
+    rgba = [read_image(p) for p in images]
+    h, w = rgba[0].shape[:2]
+    for path, img in zip(images, rgba):
+        if img.shape[:2] != (h, w):
+            raise ValueError(
+                f"images differ in size: {images[0].name} is {w}x{h} but {path.name} is {img.shape[1]}x{img.shape[0]}; "
+                "all views must share one size"
+            )
+    if h != w:
+        raise ValueError(f"images are {w}x{h}; the model takes square views: crop them to a square (and shift cx, cy) first")
+    for path, frame in zip(images, frames):
+        if frame.size is not None and frame.size != (w, h):
+            raise ValueError(
+                f"{cameras}: the frame of {path.name} says w x h = {frame.size[0]}x{frame.size[1]} but the image is {w}x{h}"
+            )
+    return PosedViews(np.stack(rgba), np.stack([f.intrinsics for f in frames]), np.stack([f.c2w for f in frames]))
+
+
+def predict_gaussians(model: torch.nn.Module, views: PosedViews, cfg: RunConfig) -> Gaussians:
+    """Resize to the model's resolution (intrinsics scaled to match) and predict one object's Gaussians (B = 1)."""
+    device = next(model.parameters()).device
+    n = len(views.rgba)
+    batch = make_view_batch(
+        torch.from_numpy(views.rgba)[None], torch.from_numpy(views.intrinsics)[None], torch.from_numpy(views.c2w)[None],
+        torch.arange(n)[None], n, cfg.train.resolution,
+    ).to(device)
+    with inference(model) as bare:
+        return bare(batch.input_images, batch.input_intrinsics, batch.input_c2w)
