@@ -50,3 +50,10 @@ def test_overrides_and_flatten():
 def test_scaled_shortens_every_step_field():
     tc = load_config(None, []).train.scaled(0.01)
     assert tc.steps == 800 and tc.warmup_steps == 20 and tc.checkpoint_every == 10
+
+
+def test_configuration_reference_is_current():
+    from zv_ray.config.reference import render_reference
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+    assert doc.read_text() == render_reference(), "regenerate: python -m zv_ray.config.reference > docs/configuration.md"

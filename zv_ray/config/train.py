@@ -37,6 +37,11 @@ class TrainConfig(StrictModel):
     log_every: int = Field(10, ge=1)
     image_every: int = Field(1000, ge=1)
     eval_every: int = Field(5000, ge=1)
+    # Real objects scored during training at every eval (e.g. ../shared/eval/gso); None: held-out Zeroverse only.
+    eval_objects: str | None = None
+    # How many of those objects, and how many held-out test views each (rendered once at start-up).
+    eval_max_objects: int = Field(2, ge=1)
+    eval_test_views: int = Field(8, ge=1)
     # Initialize from a checkpoint (weights only): a resolution change (256 -> 512 finetune) restarts the schedule.
     init_from: str | None = None
     # Background colour for splatting and compositing (white, like the renders).

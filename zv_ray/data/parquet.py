@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from zv_ray.data.schema import SCHEMA, RecordError, row_to_record, schema_mismatch
+from zv_ray.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +37,10 @@ def write_shard(table: pa.Table, out_dir: str | Path) -> Path:
         raise ValueError("refusing to write an empty shard")
     if (diff := schema_mismatch(table.schema)) is not None:
         raise ValueError(f"table does not match the dataset schema: {diff}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / shard_name(table)
-    tmp = out_dir / f".{final.name}.{uuid.uuid4().hex}.tmp"
-    try:
+    final = Path(out_dir) / shard_name(table)
+    # A retried writer replaces its own shard with identical rows.
+    with atomic_path(final) as tmp:
         pq.write_table(table.replace_schema_metadata(SCHEMA.metadata), tmp, row_group_size=ROW_GROUP_OBJECTS)
-        os.replace(tmp, final)  # atomic on POSIX; a retried writer replaces its own shard with identical rows
-    finally:
-        tmp.unlink(missing_ok=True)
     return final
 
 

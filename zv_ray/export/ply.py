@@ -10,13 +10,13 @@ quaternion w first, normals zero. Our Gaussians have no view-dependent colour: f
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from plyfile import PlyData, PlyElement
+
+from zv_ray.io.atomic import atomic_path
 
 from zv_ray.splat.gaussians import Gaussians
 
@@ -55,15 +55,8 @@ def save_ply(path: str | Path, gaussians: Gaussians, sh_degree: int = 3) -> Path
     for i, name in enumerate(names):
         vertex[name] = data[:, i]
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            PlyData([PlyElement.describe(vertex, "vertex")], byte_order="<").write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        PlyData([PlyElement.describe(vertex, "vertex")], byte_order="<").write(str(tmp))
     return path
 
 

@@ -6,14 +6,13 @@ Loading uses torch.load(weights_only=True): a checkpoint is tensors and plain Py
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from zv_ray.config import RunConfig, validate_dict
+from zv_ray.io.atomic import atomic_path
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -33,8 +32,6 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write <directory>/checkpoint.pt atomically (temp file + rename)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     payload = {
         "model": state_dict_of(model),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
@@ -43,15 +40,10 @@ def save_checkpoint(
         "config_json": cfg.model_dump_json(),
         "extra": extra or {},
     }
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    os.close(fd)
-    try:
+    final = Path(directory) / CHECKPOINT_FILE
+    with atomic_path(final) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, directory / CHECKPOINT_FILE)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return directory / CHECKPOINT_FILE
+    return final
 
 
 def resolve_checkpoint_file(path: str | Path) -> Path:

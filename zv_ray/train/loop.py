@@ -7,6 +7,7 @@ Rank 0 alone logs to MLflow, writes checkpoints and images, evaluates and prints
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 import time
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from zv_ray.config import RunConfig, validate_dict
+from zv_ray.io.atomic import atomic_path
 from zv_ray.train.checkpoint import load_checkpoint, save_checkpoint
 from zv_ray.train.faults import maybe_inject_fault
 from zv_ray.train.schedule import lr_at
@@ -66,26 +68,21 @@ def image_grid(batch: ViewBatch, pred: torch.Tensor) -> np.ndarray:
     return (grid.numpy() * 255).round().astype(np.uint8)
 
 
-def evaluate(model: torch.nn.Module, val_iter, cfg: RunConfig, device: torch.device, lpips_net) -> dict[str, float]:
+def evaluate_heldout(model: torch.nn.Module, val_iter, cfg: RunConfig, device: torch.device, lpips_net) -> dict[str, float]:
     """In-domain metrics on the fixed held-out Zeroverse objects, scored on the novel (non-input) views."""
-    from zv_ray.losses.metrics import psnr, ssim
+    from zv_ray.eval.evaluate import image_scores, inference
 
-    model.eval()
-    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "lpips": []}
+    scores: dict[str, list[float]] = {}
     num_targets = max(cfg.train.num_target_views, 1)
-    with torch.no_grad():
+    with inference(model) as bare:
         for raw in val_iter.iter_torch_batches(batch_size=cfg.train.batch_size_per_worker):
-            b = raw["rgba"].shape[0]
-            idx = fixed_view_indices(raw["rgba"].shape[1], cfg.train.num_input_views, num_targets, b)
+            b, num_views = raw["rgba"].shape[:2]
+            idx = fixed_view_indices(num_views, cfg.train.num_input_views, num_targets, b)
             batch = make_view_batch(raw["rgba"], raw["intrinsics"], raw["c2w"], idx, cfg.train.num_input_views, cfg.train.resolution).to(device)
-            pred = predict_and_render(model, batch, cfg)[:, batch.num_inputs :].flatten(0, 1).float().clamp(0, 1)
-            target = batch.images[:, batch.num_inputs :].flatten(0, 1)
-            scores["psnr"] += psnr(pred, target).tolist()
-            scores["ssim"] += ssim(pred, target).tolist()
-            if lpips_net is not None:
-                scores["lpips"] += lpips_net(pred, target).flatten().tolist()
-    model.train()
-    return {f"val/{k}": float(np.mean(v)) for k, v in scores.items() if v}
+            pred = predict_and_render(bare, batch, cfg)[:, batch.num_inputs :].flatten(0, 1).float().clamp(0, 1)
+            for key, values in image_scores(pred, batch.images[:, batch.num_inputs :].flatten(0, 1), lpips_net).items():
+                scores.setdefault(key, []).extend(values.tolist())
+    return {f"val/{k}": float(np.mean(v)) for k, v in scores.items()}
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -136,6 +133,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
         logger = RunLogger(loop_config["tracking_uri"], loop_config["mlflow_run_id"])
 
+    real_objects = []
+    if rank == 0 and tc.eval_objects:
+        from zv_ray.eval.prepare import prepare_eval_views
+
+        real_objects = prepare_eval_views(tc.eval_objects, cfg, tc.eval_max_objects, tc.eval_test_views)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val") if rank == 0 and loop_config.get("has_val") else None
     global_batch = tc.batch_size_per_worker * world
@@ -153,6 +155,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     last_step = min(tc.steps, tc.stop_after or tc.steps)
     batch = None
+    consumed_ids: list[int] = []  # audit of what this worker trained on since it (re)started
     while state.step < last_step and not state.diverged:
         batches_this_epoch = 0
         t_wait = time.perf_counter()
@@ -160,6 +163,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             t_start = time.perf_counter()
             data_wait = t_start - t_wait
             batches_this_epoch += 1
+            consumed_ids += raw["object_id"].tolist()
             maybe_inject_fault(state.step, rank)
 
             # View choice is a pure function of (seed, rank, step): a resumed run picks what an uninterrupted one would.
@@ -201,15 +205,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                     "perf/data_wait_s": window["wait"] / max(window["steps"], 1),
                     "perf/data_wait_frac": window["wait"] / max(window["time"], 1e-9),
                 }
-                if val_shard is not None and (state.step % tc.eval_every == 0 or is_last):
-                    perf.update(evaluate(model, val_shard, cfg, device, lpips_net))
+                if rank == 0 and (state.step % tc.eval_every == 0 or is_last):
+                    if val_shard is not None:
+                        perf.update(evaluate_heldout(model, val_shard, cfg, device, lpips_net))
+                    if real_objects:
+                        from zv_ray.eval.evaluate import evaluate_objects
+
+                        perf.update(evaluate_objects(model, real_objects, cfg, lpips_net, prefix="gso"))
                 state.last_metrics.update(perf)
                 if rank == 0:
                     logger.metrics(state.last_metrics, step=state.step)
                     m = state.last_metrics
                     console.print(
                         f"step {state.step}/{tc.steps}  loss {m['train/loss']:.4f}  psnr {m['train/psnr']:.2f}"
-                        + (f"  val/psnr {m['val/psnr']:.2f}" if "val/psnr" in m else "")
+                        + "".join(f"  {k} {m[k]:.2f}" for k in ("val/psnr", "gso/psnr") if k in m)
                         + f"  {m['perf/samples_per_s']:.2f} samples/s  data-wait {100 * m['perf/data_wait_frac']:.0f}%"
                         + f"  skipped {state.skipped_total}"
                     )
@@ -226,6 +235,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 f"batch_size_per_worker x num_workers = {global_batch}"
             )
 
+    if loop_config.get("local_run_dir"):
+        with atomic_path(Path(loop_config["local_run_dir"]) / "consumed_ids" / f"rank{rank}.json") as tmp:
+            tmp.write_text(json.dumps(consumed_ids))
     if rank == 0 and batch is not None:
         logger.tags({"diverged": "yes" if state.diverged else "no", "skipped_steps": str(state.skipped_total)})
         _export_final(model, batch, logger, loop_config)
@@ -237,11 +249,6 @@ def _export_final(model, batch: ViewBatch, logger, loop_config: dict[str, Any]) 
 
     with torch.no_grad():
         gaussians = getattr(model, "module", model)(batch.input_images[:1], batch.input_intrinsics[:1], batch.input_c2w[:1])
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "gaussians.ply"
-        save_ply(path, gaussians.float())
+    with tempfile.TemporaryDirectory() as tmp:  # a local copy stays in the run folder when storage is local
+        path = save_ply(Path(loop_config.get("local_run_dir") or tmp) / "gaussians.ply", gaussians.float())
         logger.artifact(path, "gaussians")
-        if loop_config.get("local_run_dir"):
-            target = Path(loop_config["local_run_dir"]) / "gaussians.ply"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(path.read_bytes())

@@ -35,9 +35,15 @@ def check_before_cluster_work(cfg: RunConfig) -> None:
         from zv_ray.losses.perceptual import resolve_vgg_weights
 
         resolve_vgg_weights(cfg.loss.vgg_weights)  # raises LpipsWeightsMissing with the fix
-    if cfg.data.source == "parquet" and "://" not in (cfg.data.parquet_path or "") and not Path(cfg.data.parquet_path).exists():
-        raise FileNotFoundError(f"data.parquet_path {cfg.data.parquet_path} does not exist; write it with `zv-ray dataset`")
-    if cfg.train.init_from:
+    if cfg.data.source == "parquet" and "://" not in (cfg.data.parquet_path or ""):
+        from zv_ray.data.parquet import valid_shards
+
+        if not Path(cfg.data.parquet_path).exists():
+            raise FileNotFoundError(f"data.parquet_path {cfg.data.parquet_path} does not exist; write it with `zv-ray dataset`")
+        valid_shards(cfg.data.parquet_path, cfg.data.on_corrupt)  # footers and schema: a corrupt shard is named now
+    if cfg.train.eval_objects and not Path(cfg.train.eval_objects).is_dir():
+        raise FileNotFoundError(f"train.eval_objects {cfg.train.eval_objects} is not a folder of objects")
+    if cfg.train.init_from and "://" not in cfg.train.init_from:
         from zv_ray.train.checkpoint import resolve_checkpoint_file
 
         resolve_checkpoint_file(cfg.train.init_from)
@@ -53,6 +59,7 @@ def build_trainer(
     storage_path: str | None = None,
 ):
     """A TorchTrainer fed by the object stream; `callbacks` lets a Tune trial attach TuneReportCallback."""
+    import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -61,9 +68,13 @@ def build_trainer(
 
     storage = storage_path or storage_root(cfg)
     name = run_name or cfg.cluster.run_name
-    datasets = {"train": object_stream(cfg, cfg.data.first_object_id, cfg.data.num_objects)}
-    if cfg.data.num_val_objects:
-        datasets["val"] = object_stream(cfg, cfg.data.val_first_object_id, cfg.data.num_val_objects)
+    # Rank 0 prints its own progress line; Ray Data's per-epoch bars would bury it.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    train = object_stream(cfg, cfg.data.first_object_id, cfg.data.num_objects)
+    datasets = {"train": train.materialize() if cfg.data.materialize else train}
+    if cfg.data.num_val_objects:  # held-out ids, always generated (also beside a Parquet training set); rendered once
+        online = cfg.model_copy(update={"data": cfg.data.model_copy(update={"source": "online"})})
+        datasets["val"] = object_stream(online, cfg.data.val_first_object_id, cfg.data.num_val_objects).materialize()
     resources: dict[str, float] = {"CPU": cfg.cluster.cpus_per_worker}
     if cfg.cluster.worker_resource:
         resources[cfg.cluster.worker_resource] = 1
