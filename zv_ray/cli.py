@@ -5,6 +5,7 @@
     zv-ray train configs/tiny.yaml
     zv-ray sweep configs/sweeps/augmentation_tiny.yaml
     zv-ray eval --checkpoint CKPT --objects ../shared/eval/gso
+    zv-ray reconstruct a.png b.png c.png d.png --cameras cameras.json --checkpoint CKPT --out OUT
     zv-ray demo
 """
 
@@ -18,6 +19,44 @@ from zv_ray.zeroverse.cli import generate  # noqa: E402
 
 app.command("generate")(generate)
 
+from zv_ray.data.cli import dataset  # noqa: E402
+
+app.command("dataset")(dataset)
+
+from zv_ray.train.cli import train  # noqa: E402
+
+app.command("train")(train)
+
+from zv_ray.tune.cli import compare, sweep  # noqa: E402
+
+app.command("sweep")(sweep)
+app.command("compare")(compare)
+
+from zv_ray.eval.cli import evaluate, reconstruct  # noqa: E402
+
+app.command("eval")(evaluate)
+app.command("reconstruct")(reconstruct)
+
+from zv_ray.demo import demo  # noqa: E402
+
+app.command("demo")(demo)
+
+
+def main() -> None:
+    """Entry point: bad input (config, paths, weights, shards, camera files) is one clear line, not a traceback."""
+    from zv_ray.config import ConfigError
+    from zv_ray.data.parquet import CorruptShardError
+    from zv_ray.eval.camera_file import CameraFileError
+    from zv_ray.losses.perceptual import LpipsWeightsMissing
+
+    try:
+        app()
+    except (ConfigError, CorruptShardError, CameraFileError, LpipsWeightsMissing, FileExistsError, FileNotFoundError) as err:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", soft_wrap=True, markup=True, highlight=False)
+        raise SystemExit(2) from None
+
 
 if __name__ == "__main__":
-    app()
+    main()

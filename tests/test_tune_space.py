@@ -1,0 +1,161 @@
+"""Sweep configs and search spaces: parsing, validation before any Ray work, Tune domains, divergence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zv_ray.config import ConfigError, validate_dict
+from zv_ray.config.sweep import SweepConfig, load_sweep_config
+from zv_ray.tune.space import base_data, param_space, to_tune, trial_config, validate_space
+from zv_ray.tune.sweep import is_diverged, make_scheduler, preflight, trial_cpus
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sweep_of(**kw) -> SweepConfig:
+    data = {"name": "s", "space": {"train.lr": {"type": "grid", "values": [1e-3, 1e-4]}}, **kw}
+    return validate_dict(SweepConfig, data, source="test")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_sweeps_validate_every_combination(path, monkeypatch):
+    monkeypatch.chdir(REPO)  # `base:` paths are relative to the working directory, like every zv-ray command
+    sweep = load_sweep_config(path)
+    configs = validate_space(sweep, base_data(sweep))
+    assert len(configs) in (4, 5)
+    if sweep.space.keys() == {"augmentation"}:
+        probs = {(c.zeroverse.p_heightfield, c.zeroverse.p_boolean, c.zeroverse.p_wireframe) for c in configs}
+        assert (0.0, 0.0, 0.0) in probs and len(probs) == 5
+    else:
+        arms = {(c.loss.perceptual_weight, c.train.grad_clip) for c in configs}
+        assert arms == {(0.5, 1.0), (0.5, 0.0), (0.2, 1.0), (0.2, 0.0)}
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"type": "grid"}, "needs a non-empty `values`"),
+        ({"type": "grid", "values": [1], "low": 0}, "takes `values`"),
+        ({"type": "uniform", "low": 1, "high": 1}, "needs low < high"),
+        ({"type": "uniform", "values": [1]}, "takes low/high"),
+        ({"type": "loguniform", "low": 0, "high": 1}, "low > 0"),
+        ({"type": "quniform", "low": 0, "high": 1}, "q is given with quniform"),
+        ({"type": "randint", "low": 0.5, "high": 3}, "integer low/high"),
+        ({"type": "normal", "values": [1]}, "space.train.lr.type"),
+    ],
+)
+def test_bad_space_entries_name_the_problem(entry, message):
+    with pytest.raises(ConfigError, match=message):
+        sweep_of(space={"train.lr": entry})
+
+
+def test_sweep_level_errors():
+    with pytest.raises(ConfigError, match="set by the sweep itself"):
+        sweep_of(space={"cluster.run_name": {"type": "grid", "values": ["a", "b"]}})
+    with pytest.raises(ConfigError, match="set by the sweep itself"):
+        sweep_of(space={"aug": {"type": "grid", "values": {"a": {"mlflow.experiment": "x"}}}})
+    with pytest.raises(ConfigError, match="without dots"):
+        sweep_of(space={"zeroverse.aug": {"type": "choice", "values": {"a": {"zeroverse.p_boolean": 0.1}}}})
+    with pytest.raises(ConfigError, match="space is empty"):
+        sweep_of(space={})
+    with pytest.raises(ConfigError, match="scheduler.fifo.grace_period"):
+        sweep_of(scheduler={"type": "fifo", "grace_period": 3})
+    with pytest.raises(ConfigError, match="name"):
+        sweep_of(name="a/b")
+
+
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ({"train.lrr": {"type": "grid", "values": [0.1]}}, r"train\.lrr: unknown key"),
+        ({"zeroverse.p_boolean": {"type": "uniform", "low": 0.5, "high": 1.5}}, r"zeroverse\.p_boolean.*1\.5"),
+        ({"aug": {"type": "grid", "values": {"on": {"zeroverse.p_wirefram": 0.2}}}}, r"zeroverse\.p_wirefram: unknown key"),
+        ({"model.width": {"type": "choice", "values": [30]}}, "divisible by num_heads"),
+    ],
+)
+def test_wrong_keys_and_values_fail_before_ray(space, message):
+    sweep = sweep_of(space=space)
+    with pytest.raises(ConfigError, match=message):
+        validate_space(sweep, base_data(sweep))
+
+
+def test_every_entry_type_becomes_a_tune_domain_in_range():
+    sweep = sweep_of(space={
+        "train.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-3},
+        "train.grad_clip": {"type": "uniform", "low": 0.5, "high": 2.0},
+        "train.weight_decay": {"type": "quniform", "low": 0.0, "high": 0.1, "q": 0.05},
+        "seed": {"type": "randint", "low": 0, "high": 3},
+        "zeroverse.part_count_weights": {"type": "choice", "values": [[1, 1], [5, 5, 5]]},
+    })
+    space = param_space(sweep)
+    for _ in range(20):
+        lr, clip, wd = space["train.lr"].sample(), space["train.grad_clip"].sample(), space["train.weight_decay"].sample()
+        assert 1e-5 <= lr <= 1e-3 and 0.5 <= clip <= 2.0 and wd in (0.0, 0.05, 0.1)
+        assert space["seed"].sample() in (0, 1, 2)
+        assert space["zeroverse.part_count_weights"].sample() in ([1, 1], [5, 5, 5])
+    assert to_tune(sweep.space["train.lr"]).__class__.__name__ == "Float"
+    assert len(validate_space(sweep, base_data(sweep))) == 2 * 2 * 2 * 2 * 2  # ends of each range x choices
+
+
+def test_trial_config_expands_bundles_and_plain_values():
+    sweep = sweep_of(
+        overrides={"train.steps": 40, "train.warmup_steps": 4},
+        space={
+            "aug": {"type": "grid", "values": {"none": {"zeroverse.p_boolean": 0.0, "zeroverse.p_wireframe": 0.0},
+                                               "all": {"zeroverse.p_boolean": 0.4, "zeroverse.p_wireframe": 0.2}}},
+            "seed": {"type": "randint", "low": 0, "high": 9},
+        },
+    )
+    cfg = trial_config(sweep, base_data(sweep), {"aug": "all", "seed": np.int64(7)}, run_name="s-t1")
+    assert (cfg.zeroverse.p_boolean, cfg.zeroverse.p_wireframe, cfg.seed) == (0.4, 0.2, 7)
+    assert type(cfg.seed) is int and cfg.train.steps == 40 and cfg.cluster.run_name == "s-t1"
+    with pytest.raises(ConfigError, match="lacks space key seed"):
+        trial_config(sweep, base_data(sweep), {"aug": "all"}, run_name="x")
+
+
+def test_base_file_and_overrides(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("train:\n  steps: 100\n  warmup_steps: 10\n")
+    sweep = sweep_of(base=str(base), overrides={"train.lr": 0.01})
+    (cfg,) = {c.train.steps: c for c in validate_space(sweep, base_data(sweep))}.values()
+    assert cfg.train.lr in (1e-3, 1e-4)  # the space wins over overrides
+    assert cfg.train.steps == 100
+    with pytest.raises(ConfigError, match="not found"):
+        base_data(sweep_of(base=str(tmp_path / "missing.yaml")))
+
+
+def tiny_sweep(**kw) -> SweepConfig:
+    return sweep_of(overrides={"loss.perceptual_weight": 0.0, "train.steps": 8, "train.warmup_steps": 2,
+                               "train.eval_every": 4, "data.num_generator_actors": 1}, **kw)
+
+
+def test_preflight_catches_a_sweep_that_would_hang_or_lack_its_metric():
+    sweep = tiny_sweep()
+    configs = validate_space(sweep, base_data(sweep))
+    assert trial_cpus(configs[0]) == 3  # 1 worker + train and val generator actors
+    preflight(sweep, configs)  # 3 + 1 <= 4 logical CPUs
+    too_many = tiny_sweep(max_concurrent_trials=2)
+    with pytest.raises(ConfigError, match="needs 7 logical CPUs"):
+        preflight(too_many, validate_space(too_many, base_data(too_many)))
+    no_val = tiny_sweep(space={"data.num_val_objects": {"type": "grid", "values": [0, 2]}})
+    with pytest.raises(ConfigError, match="num_val_objects > 0"):
+        preflight(no_val, validate_space(no_val, base_data(no_val)))
+    late = tiny_sweep(scheduler={"type": "asha", "grace_period": 100})
+    with pytest.raises(ConfigError, match="grace_period 100 exceeds"):
+        preflight(late, validate_space(late, base_data(late)))
+
+
+def test_asha_defaults_follow_the_base_config():
+    sweep = tiny_sweep()
+    asha = make_scheduler(sweep, validate_space(sweep, base_data(sweep))[0])
+    assert (asha._time_attr, asha._max_t, asha._brackets[0]._rungs[-1][0]) == ("step", 8, 4)
+    assert not asha._stop_last_trials  # trials reaching max_t end on their own
+
+
+def test_divergence_is_the_loop_flag_or_a_non_finite_loss():
+    assert not is_diverged({"train/loss": 0.1, "diverged": 0.0, "step": 2}) and not is_diverged({})
+    assert is_diverged({"train/loss": 0.1, "diverged": 1.0})
+    assert is_diverged({"train/loss": float("nan")}) and is_diverged({"train/loss": float("inf")})

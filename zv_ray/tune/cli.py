@@ -1,0 +1,64 @@
+"""`zv-ray sweep SWEEP_CONFIG [--resume]` and `zv-ray compare PARENT_RUN_ID_OR_SWEEP_NAME`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _console():
+    """Rich console; 160 columns when not a terminal (logs, CI) instead of rich's 80, so tables stay whole."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def sweep(
+    config: Path = typer.Argument(..., help="Sweep YAML, e.g. configs/sweeps/augmentation_tiny.yaml"),
+    resume: bool = typer.Option(
+        False, "--resume", help="Finish an interrupted sweep of the same name (completed trials are kept)"
+    ),
+) -> None:
+    """Run a Ray Tune sweep over run-config keys; each trial trains GS-LRM and logs an MLflow child run."""
+    from zv_ray.config.sweep import load_sweep_config
+    from zv_ray.tune.compare import compare as compare_sweep
+    from zv_ray.tune.compare import table
+    from zv_ray.tune.sweep import run_sweep
+
+    console = _console()
+    cfg = load_sweep_config(config)
+    outcome = run_sweep(cfg, resume=resume)
+    if outcome.interrupted:
+        console.print(f"[bold yellow]sweep interrupted[/]: finish it with  zv-ray sweep {config} --resume")
+        raise typer.Exit(130)
+    comp = compare_sweep(outcome.tracking_uri, outcome.parent_run_id)
+    console.print(table(comp))
+    console.print(f"[bold green]sweep finished[/] {outcome.num_trials} trials, Tune folder {outcome.experiment_path}")
+    console.print(f"MLflow: {outcome.tracking_uri}  parent run {outcome.parent_run_id}")
+    console.print("plots: " + "  ".join(str(p) for p in comp.files))
+
+
+def compare(
+    ref: str = typer.Argument(..., help="Parent run id or sweep name"),
+    tracking_uri: Optional[str] = typer.Option(
+        None, "--tracking-uri", help="MLflow store; default $MLFLOW_TRACKING_URI, else sqlite:///outputs/runs/mlflow.db"
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Folder for the table and plots (default outputs/compare/<sweep>)"
+    ),
+) -> None:
+    """Table of a sweep's trials (varied params, best metric, final loss, divergence) plus PNG plots."""
+    import os
+
+    from zv_ray.tune.compare import compare as compare_sweep
+    from zv_ray.tune.compare import table
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('outputs/runs/mlflow.db').resolve()}"
+    comp = compare_sweep(uri, ref, out)
+    console = _console()
+    console.print(table(comp))
+    console.print("written and logged to the parent run under compare/: " + "  ".join(str(p) for p in comp.files))

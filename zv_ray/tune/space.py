@@ -1,0 +1,100 @@
+"""Search space: YAML entries -> Ray Tune sampling objects, and sampled values -> a validated RunConfig."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from typing import Any
+
+import numpy as np
+
+from zv_ray.config import ConfigError, RunConfig, validate_dict
+from zv_ray.config.base import read_yaml
+from zv_ray.config.sweep import SpaceEntry, SweepConfig
+
+
+def to_tune(entry: SpaceEntry):
+    """One entry as a Tune domain; a bundle samples its label."""
+    from ray import tune
+
+    values = list(entry.values) if entry.values is not None else None
+    match entry.type:
+        case "grid":
+            return tune.grid_search(values)
+        case "choice":
+            return tune.choice(values)
+        case "uniform":
+            return tune.uniform(entry.low, entry.high)
+        case "quniform":
+            return tune.quniform(entry.low, entry.high, entry.q)
+        case "loguniform":
+            return tune.loguniform(entry.low, entry.high)
+        case "randint":
+            return tune.randint(int(entry.low), int(entry.high))
+    raise AssertionError(entry.type)
+
+
+def param_space(sweep: SweepConfig) -> dict[str, Any]:
+    return {key: to_tune(entry) for key, entry in sweep.space.items()}
+
+
+def base_data(sweep: SweepConfig) -> dict[str, Any]:
+    """The base run config as plain data, with the sweep's overrides applied."""
+    data = read_yaml(sweep.base) if sweep.base else {}
+    return set_keys(data, sweep.overrides)
+
+
+def set_keys(data: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Copy of `data` with dotted keys set to typed values (apply_overrides parses text; these are values)."""
+    data = copy.deepcopy(data)
+    for dotted, value in values.items():
+        *sections, leaf = dotted.split(".")
+        node = data
+        for part in sections:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"key {dotted}: {part} is not a section")
+        node[leaf] = _plain(value)
+    return data
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (Tune samples them) -> Python values, so configs and MLflow params stay plain."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def trial_values(sweep: SweepConfig, sampled: dict[str, Any]) -> dict[str, Any]:
+    """Sampled Tune config -> dotted run-config keys and values (bundles expanded)."""
+    out: dict[str, Any] = {}
+    for key, entry in sweep.space.items():
+        if key not in sampled:
+            raise ConfigError(f"trial config lacks space key {key} (was the sweep file changed before --resume?)")
+        if entry.is_bundle:
+            out.update(entry.values[sampled[key]])
+        else:
+            out[key] = sampled[key]
+    return out
+
+
+def trial_config(sweep: SweepConfig, base: dict[str, Any], sampled: dict[str, Any], run_name: str) -> RunConfig:
+    data = set_keys(base, {**trial_values(sweep, sampled), "cluster.run_name": run_name})
+    label = ", ".join(f"{k}={json.dumps(_plain(v))}" for k, v in sampled.items())
+    return validate_dict(RunConfig, data, source=f"{sweep.name} trial ({label})")
+
+
+def representatives(entry: SpaceEntry) -> list[Any]:
+    """Values that bound what an entry can sample: every grid/choice value, the ends of a range."""
+    if entry.values is not None:
+        return list(entry.values)
+    if entry.type == "randint":
+        return [int(entry.low), int(entry.high) - 1]
+    return [entry.low, entry.high]
+
+
+def validate_space(sweep: SweepConfig, base: dict[str, Any]) -> list[RunConfig]:
+    """Every combination of representative values as a validated RunConfig: a wrong key or an
+    out-of-range value is a ConfigError naming it, before Ray starts."""
+    keys = list(sweep.space)
+    combos = itertools.product(*(representatives(sweep.space[k]) for k in keys))
+    return [trial_config(sweep, base, dict(zip(keys, combo)), run_name=sweep.name) for combo in combos]
