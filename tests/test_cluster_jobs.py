@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TINY_JOB = [
     "--set", "zeroverse.mesh_resolution=8", "--set", "zeroverse.texture.resolution=32",
-    "--set", "render.num_views=6", "--set", "render.resolution=32", "--set", "data.num_objects=2",
+    "--set", "render.num_views=6", "--set", "render.resolution=32", "--set", "data.num_objects=2", "--set", "data.materialize=true",
     "--set", "data.num_val_objects=1", "--set", "model.width=32", "--set", "model.depth=1", "--set", "model.num_heads=2",
     "--set", "train.resolution=16", "--set", "train.num_input_views=2", "--set", "train.num_target_views=2",
     "--set", "train.batch_size_per_worker=2", "--set", "train.steps=4", "--set", "train.warmup_steps=1",

@@ -16,6 +16,7 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
+from zv_ray.cluster.session import init_ray
 from zv_ray.config import load_config
 from zv_ray.data.parquet import CorruptShardError, shard_paths
 from zv_ray.data.pipeline import write_dataset
@@ -29,7 +30,7 @@ TINY = [
     "zeroverse.mesh_resolution=8", "zeroverse.texture.resolution=32", "render.num_views=6", "render.resolution=32",
     "model.width=32", "model.depth=1", "model.num_heads=2", "loss.perceptual_weight=0", "train.resolution=16",
     "train.num_input_views=2", "train.num_target_views=2", "train.warmup_steps=1", "train.log_every=1",
-    "data.num_val_objects=0", "cluster.local_num_cpus=4", "cluster.max_failures=1",
+    "data.num_val_objects=0", "data.num_generator_actors=1", "cluster.local_num_cpus=4", "cluster.max_failures=1",
 ]
 
 
@@ -65,6 +66,12 @@ def train_in_background(cfg) -> tuple[threading.Thread, dict]:
     return thread, box
 
 
+def last_logged_step(db: Path) -> int:
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return max((m.step for m in client.get_metric_history(runs[0].info.run_id, "train/loss")), default=0) if runs else 0
+
+
 def wait_for(predicate, timeout: float, what: str) -> None:
     deadline = time.time() + timeout
     while not predicate():
@@ -91,12 +98,14 @@ def test_killed_generator_actor_loses_and_duplicates_no_object(tmp_path):
 
 def test_killed_train_worker_resumes_from_last_checkpoint(tmp_path):
     cfg = load_config(None, [*TINY, f"cluster.storage_path={tmp_path}", "cluster.run_name=worker-kill",
-                             "data.num_objects=2", "train.batch_size_per_worker=2", "train.steps=30",
+                             "data.num_objects=2", "data.materialize=true", "train.batch_size_per_worker=2", "train.steps=30",
                              "train.checkpoint_every=5"])
     thread, box = train_in_background(cfg)
     run_dir = tmp_path / "worker-kill"
     wait_for(lambda: list(run_dir.glob("checkpoint_*/checkpoint.pt")), 400, "the first checkpoint")
     killed_after = load_checkpoint(run_dir)["step"]
+    # Kill once training is past that checkpoint, so Ray Train has registered it.
+    wait_for(lambda: last_logged_step(tmp_path / "mlflow.db") >= killed_after + 2, 300, "steps past the checkpoint")
     workers = ray_processes("RayTrainWorker")
     assert workers, "no train worker process found"
     os.kill(workers[0].pid, signal.SIGKILL)
@@ -104,16 +113,20 @@ def test_killed_train_worker_resumes_from_last_checkpoint(tmp_path):
     assert "error" not in box, box.get("error")
     outcome = box["outcome"]
     assert load_checkpoint(outcome.checkpoint)["step"] == 30
-    steps = [m.step for m in MlflowClient(outcome.tracking_uri).get_metric_history(outcome.mlflow_run_id, "train/loss")]
-    # The restarted group starts after a checkpoint at or after the one seen before the kill: a step is logged twice.
-    assert len(steps) > len(set(steps)) and max(steps) == 30
-    assert min(s for s in set(steps) if steps.count(s) > 1) > killed_after
+    client = MlflowClient(outcome.tracking_uri)
+    steps = [m.step for m in client.get_metric_history(outcome.mlflow_run_id, "train/loss")]
+    resumed = [m.value for m in client.get_metric_history(outcome.mlflow_run_id, "train/resumed_from_step")]
+    # The restarted group restored a checkpoint at or after the one seen before the kill, not step 0.
+    assert len(resumed) == 1 and killed_after <= resumed[0] < 30, resumed
+    assert steps.count(1) == 1 and max(steps) == 30
 
 
 def test_corrupt_parquet_shard_fails_fast_naming_it_or_is_skipped(tmp_path, caplog):
     base = [*TINY, f"cluster.storage_path={tmp_path / 'runs'}", "data.objects_per_shard=2"]
     shards = tmp_path / "shards"
-    write_dataset(load_config(None, base), shards, count=6)
+    cfg = load_config(None, base)
+    init_ray(cfg.cluster)  # as `zv-ray dataset` does: a local Ray with room for actors and writers
+    write_dataset(cfg, shards, count=6)
     victim = shard_paths(shards)[1]
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
 

@@ -20,6 +20,7 @@ TINY = [
     "render.num_views=6",
     "render.resolution=32",
     "data.num_generator_actors=1",
+    "data.materialize=true",
     "model.width=32",
     "model.depth=1",
     "model.num_heads=2",

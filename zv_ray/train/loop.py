@@ -132,6 +132,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         from zv_ray.train.tracking import RunLogger
 
         logger = RunLogger(loop_config["tracking_uri"], loop_config["mlflow_run_id"])
+        if checkpoint is not None:  # one point per restore: resumes and restarts after failures are visible
+            logger.metrics({"train/resumed_from_step": state.step}, step=state.step)
 
     real_objects = []
     if rank == 0 and tc.eval_objects:
