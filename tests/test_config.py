@@ -30,9 +30,12 @@ def test_wrong_type_is_named():
         load_config(None, ["train.steps=lots"])
 
 
-def test_cross_field_check_names_both_keys():
-    with pytest.raises(ConfigError, match="num_input_views"):
-        load_config(None, ["render.num_views=4", "train.num_input_views=4", "train.num_target_views=2"])
+def test_training_view_check_names_both_keys_but_other_commands_accept_few_views():
+    from zv_ray.train.trainer import check_before_cluster_work
+
+    cfg = load_config(None, ["render.num_views=4", "loss.perceptual_weight=0"])  # fine for `zv-ray dataset`
+    with pytest.raises(ConfigError, match=r"train\.num_input_views \+ train\.num_target_views = 8 exceeds render\.num_views"):
+        check_before_cluster_work(cfg)
 
 
 def test_missing_file_says_so(tmp_path):

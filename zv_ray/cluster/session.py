@@ -30,6 +30,8 @@ def init_ray(cluster: ClusterConfig) -> None:
     }
     runtime_env = {"env_vars": env_vars}
     if address:
+        # Under `ray job submit` the job's runtime env (runtime_env.yaml) also sets env vars: merge, don't fail.
+        os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from zv_ray.config.base import StrictModel, apply_overrides, read_yaml, validate_dict
+from zv_ray.config.base import ConfigError, StrictModel, apply_overrides, read_yaml, validate_dict
 from zv_ray.config.data import DataConfig
 from zv_ray.config.model import LossConfig, ModelConfig
 from zv_ray.config.render import RenderConfig
@@ -29,17 +29,21 @@ class RunConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":
-        views = self.train.num_input_views + self.train.num_target_views
-        if views > self.render.num_views:
-            raise ValueError(
-                f"train.num_input_views + train.num_target_views = {views} exceeds render.num_views = "
-                f"{self.render.num_views}; render more views or supervise fewer"
-            )
         if self.train.resolution % self.model.patch_size:
             raise ValueError(
                 f"train.resolution {self.train.resolution} must be a multiple of model.patch_size {self.model.patch_size}"
             )
         return self
+
+
+def check_training_views(cfg: RunConfig) -> None:
+    """Training needs input + supervision views per object; other commands (dataset, generate) do not."""
+    views = cfg.train.num_input_views + cfg.train.num_target_views
+    if views > cfg.render.num_views:
+        raise ConfigError(
+            f"train.num_input_views + train.num_target_views = {views} exceeds render.num_views = "
+            f"{cfg.render.num_views}; render more views or supervise fewer"
+        )
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

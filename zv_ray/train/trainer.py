@@ -30,7 +30,10 @@ def storage_root(cfg: RunConfig) -> str:
 
 
 def check_before_cluster_work(cfg: RunConfig) -> None:
-    """Fail in seconds, not after Ray has started: missing perceptual weights, missing datasets."""
+    """Fail in seconds, not after Ray has started: inconsistent views, missing weights, bad datasets."""
+    from zv_ray.config.run import check_training_views
+
+    check_training_views(cfg)
     if cfg.loss.perceptual_weight > 0:
         from zv_ray.losses.perceptual import resolve_vgg_weights
 

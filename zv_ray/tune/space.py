@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from zv_ray.config import ConfigError, RunConfig, validate_dict
+from zv_ray.config.run import check_training_views
 from zv_ray.config.base import read_yaml
 from zv_ray.config.sweep import SpaceEntry, SweepConfig
 
@@ -80,7 +81,9 @@ def trial_values(sweep: SweepConfig, sampled: dict[str, Any]) -> dict[str, Any]:
 def trial_config(sweep: SweepConfig, base: dict[str, Any], sampled: dict[str, Any], run_name: str) -> RunConfig:
     data = set_keys(base, {**trial_values(sweep, sampled), "cluster.run_name": run_name})
     label = ", ".join(f"{k}={json.dumps(_plain(v))}" for k, v in sampled.items())
-    return validate_dict(RunConfig, data, source=f"{sweep.name} trial ({label})")
+    cfg = validate_dict(RunConfig, data, source=f"{sweep.name} trial ({label})")
+    check_training_views(cfg)  # every trial trains
+    return cfg
 
 
 def representatives(entry: SpaceEntry) -> list[Any]:
