@@ -11,18 +11,11 @@ import torch
 from zv_ray.losses import LpipsWeightsMissing, load_lpips, reconstruction_loss
 from zv_ray.losses.perceptual import VGG16_FILE, Vgg16Features, default_vgg_path, lpips_linear_path, resolve_vgg_weights
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # torchvision.models.vgg16().features: 13 convs at these indices, with these (out, in) channels.
 VGG16_CONVS = {0: (64, 3), 2: (64, 64), 5: (128, 64), 7: (128, 128), 10: (256, 128), 12: (256, 256), 14: (256, 256),
                17: (512, 256), 19: (512, 512), 21: (512, 512), 24: (512, 512), 26: (512, 512), 28: (512, 512)}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread avoids OpenMP spin-waits on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,7 @@ from zv_ray.splat import Gaussians, render_gaussians
 from zv_ray.splat import torch_rasterizer as tr
 from zv_ray.splat.rasterize import c2w_to_viewmat, intrinsics_to_K
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread avoids OpenMP spin-waits on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _camera(width, height, f=20.0, dtype=torch.float64):
