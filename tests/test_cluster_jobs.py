@@ -61,7 +61,13 @@ def submit_and_wait(address: str, env: dict, entrypoint: list[str], timeout_s: f
 
     cmd = [str(BIN / "ray"), "job", "submit", f"--address={address}", "--working-dir", str(REPO),
            "--runtime-env", str(REPO / "runtime_env.yaml"), "--no-wait", "--", *entrypoint]
-    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, timeout=180).stdout
+    for _ in range(30):  # the head's job agent can take a few seconds after `ray start` to accept jobs
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+        if proc.returncode == 0:
+            break
+        time.sleep(2)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout
     job_id = next(w.strip("'") for line in out.splitlines() for w in line.split() if w.strip("'").startswith("raysubmit_"))
     client = JobSubmissionClient(address)
     deadline = time.time() + timeout_s
