@@ -43,10 +43,7 @@ def cutter_semi_axes(kind: str, size: float) -> np.ndarray:  # -> [3]
 
 def sample_cut(rng: np.random.Generator, cfg: ZeroverseConfig, center: np.ndarray, num_slots: int) -> dict:
     return {
-        "kind": cfg.cutter_primitives[rng.integers(len(cfg.cutter_primitives))],
-        "size": float(rng.uniform(*cfg.augment_size_range)),
-        "rotation_deg": rng.uniform(0.0, 360.0, 3).tolist(),
-        "center": center.tolist(),
+        **primitives.sample_placement(rng, cfg.cutter_primitives, cfg.augment_size_range, center),
         "material_slot": int(rng.integers(num_slots)),  # texture of the cavity walls
     }
 

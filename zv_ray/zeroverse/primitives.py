@@ -232,3 +232,15 @@ def inside(kind: str, p: np.ndarray, margin: float = 0.0) -> np.ndarray:  # p [N
     if kind == "torus":
         return np.hypot(rho - TORUS_MAJOR, TORUS_MINOR * p[:, 2]) < TORUS_MINOR * (1.0 - margin)
     raise ValueError(f"unknown primitive {kind!r}")
+
+
+def sample_placement(
+    rng: np.random.Generator, kinds: list[str], size_range: tuple[float, float], center: np.ndarray
+) -> dict:
+    """Kind, size, rotation and centre of an augmentation primitive (cutter or wireframe), in this draw order."""
+    return {
+        "kind": kinds[rng.integers(len(kinds))],
+        "size": float(rng.uniform(*size_range)),
+        "rotation_deg": rng.uniform(0.0, 360.0, 3).tolist(),
+        "center": center.tolist(),
+    }

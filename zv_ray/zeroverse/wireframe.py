@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from zv_ray.config.zeroverse import ZeroverseConfig
+from zv_ray.zeroverse import primitives
 from zv_ray.zeroverse.mesh import UVMesh, affine, apply_affine, euler_matrix
 
 TUBE_SIDES = 6  # hexagonal cross-section
@@ -107,10 +108,7 @@ def subdivide(vertices: np.ndarray, loops: list[np.ndarray], smooth: bool) -> tu
 
 def sample_wire(rng: np.random.Generator, cfg: ZeroverseConfig, center: np.ndarray, num_slots: int) -> dict:
     return {
-        "kind": cfg.wire_primitives[rng.integers(len(cfg.wire_primitives))],
-        "size": float(rng.uniform(*cfg.augment_size_range)),
-        "rotation_deg": rng.uniform(0.0, 360.0, 3).tolist(),
-        "center": center.tolist(),
+        **primitives.sample_placement(rng, cfg.wire_primitives, cfg.augment_size_range, center),
         "subdivision": ("simple", "catmull_clark")[rng.integers(2)],
         "level": int(rng.integers(2)),
         "radius": float(rng.uniform(*cfg.wire_radius_range)),
