@@ -162,10 +162,7 @@ def plot(comp: Comparison, out_dir: Path) -> list[Path]:
         ax.set_xlabel(f"{PERCEPTUAL_KEY} (x: diverged)")
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    psnr_png = out_dir / "psnr_vs_perceptual_weight.png"
-    fig.savefig(psnr_png, dpi=120)
-    plt.close(fig)
+    psnr_png = _save(fig, out_dir / "psnr_vs_perceptual_weight.png")
 
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(12, 4.5))
     for r in comp.rows:
@@ -179,11 +176,16 @@ def plot(comp: Comparison, out_dir: Path) -> list[Path]:
     for ax in (ax_loss, ax_metric):
         ax.grid(alpha=0.3)
     ax_loss.legend(fontsize=6)
+    return [psnr_png, _save(fig, out_dir / "curves.png")]
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    curves_png = out_dir / "curves.png"
-    fig.savefig(curves_png, dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return [psnr_png, curves_png]
+    return path
 
 
 def compare(tracking_uri: str, ref: str, out_dir: Path | None = None, *, log_artifacts: bool = True) -> Comparison:
