@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-cluster test-slow bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -12,8 +12,14 @@ setup:
 demo: setup
 	$(VENV)/bin/zv-ray demo
 
+# Everything but the slow (overfitting) tests, the simulated multi-node cluster included; plain `pytest` skips
+# the cluster test too, `make test-cluster` runs it alone.
 test: setup
-	$(PY) -m pytest -q
+	bash scripts/setup_browser.sh
+	$(PY) -m pytest -q -m "not slow"
+
+test-cluster: setup
+	$(PY) -m pytest -q -m cluster
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow

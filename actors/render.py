@@ -15,12 +15,13 @@ import pyarrow as pa
 
 from zv_ray.config import RunConfig
 from zv_ray.data.schema import records_to_table
-from zv_ray.render.objects import render_object
+from zv_ray.data.records import VIEWS_STAGE, object_cameras, render_object, render_samples
 from zv_ray.render.renderer import Renderer
+from zv_ray.zeroverse.rng import stage_rng
 
 FAULT_ENV = "ZV_RAY_RENDER_FAULT_ARMED"
 # Numeric tensor columns of the online stream, as Ray Train's iter_torch_batches consumes them.
-TENSOR_COLUMNS = ("object_id", "rgba", "intrinsics", "c2w")
+TENSOR_COLUMNS = ("object_id", "rgb", "intrinsics", "c2w")
 
 
 def _fault_drill() -> None:
@@ -34,29 +35,57 @@ def _fault_drill() -> None:
     os._exit(17)  # a hard crash (no exception, no cleanup), like an OOM kill
 
 
+def sample_picks(cfg: RunConfig, object_id: int, view_pass: int = 0) -> np.ndarray:  # [k, V] camera pool indices
+    """Each training sample's views, by the trainer's rule over the whole pool; pure in (seed, id, pass)."""
+    import torch
+
+    from zv_ray.inference.views import pick_view_indices
+
+    tc = cfg.train
+    _, c2w = object_cameras(cfg.seed, object_id, cfg.render)
+    seed = int(stage_rng(cfg.seed, object_id, f"{VIEWS_STAGE}/{view_pass}").integers(2**62))
+    pool = torch.from_numpy(c2w).expand(cfg.data.samples_per_object, *c2w.shape)  # [k, Vall, 4, 4]
+    picks = pick_view_indices(pool, tc.num_input_views, tc.num_target_views, torch.Generator().manual_seed(seed),
+                              rule=tc.target_views, max_angle_deg=tc.target_max_angle_deg)
+    return picks.numpy()
+
+
 class ZeroverseRenderActor:
-    """Batch {"id": [B] int64, offsets from first_id} -> rendered objects.
+    """Batch {"id": [B] int64, offsets o from first_id} -> rendered objects first_id + o % count (view pass o // count).
 
-    output="tensors": {object_id [B], rgba [B, V, H, W, 4] uint8, intrinsics [B, V, 4], c2w [B, V, 4, 4]};
-    output="record": a pyarrow table in the dataset schema (views encoded per data.image_format)."""
+    output="samples" (the training stream): data.samples_per_object samples per object, each picking
+    train.num_input_views + num_target_views of its render.num_views cameras (inputs first, the
+    train.target_views rule), rendered at train.resolution: {object_id [N], rgb [N, V, H, W, 3] uint8,
+    intrinsics [N, V, 4], c2w [N, V, 4, 4]} with N = B x samples_per_object.
+    output="record": a pyarrow table in the dataset schema, every view at render.resolution (views
+    encoded per data.image_format)."""
 
-    def __init__(self, config: dict[str, Any], first_id: int, output: Literal["tensors", "record"] = "tensors") -> None:
+    def __init__(
+        self, config: dict[str, Any], first_id: int, output: Literal["samples", "record"] = "samples", count: int | None = None
+    ) -> None:
         self.cfg = RunConfig.model_validate(config)
         self.first_id = first_id
+        self.count = count  # ids per pass; None: offsets are ids (one pass)
         self.output = output
-        self.renderer = Renderer.from_config(self.cfg.render)
+        resolution = self.cfg.train.resolution if output == "samples" else None
+        self.renderer = Renderer.from_config(self.cfg.render, resolution)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray] | pa.Table:
         _fault_drill()
         records = []
         for offset in batch["id"]:
-            object_id = self.first_id + int(offset)
+            view_pass, index = divmod(int(offset), self.count) if self.count else (0, int(offset))
+            object_id = self.first_id + index
             try:
-                records.append(render_object(self.cfg.seed, object_id, self.cfg, self.renderer))
+                if self.output == "record":
+                    records.append(render_object(self.cfg.seed, object_id, self.cfg, self.renderer))
+                else:
+                    picks = sample_picks(self.cfg, object_id, view_pass)
+                    records.append(render_samples(self.cfg.seed, object_id, self.cfg, self.renderer, picks))
             except Exception as err:
                 raise RuntimeError(
                     f"object {object_id} (seed {self.cfg.seed}) failed to generate or render: {err}"
                 ) from err
         if self.output == "record":
             return records_to_table(records, self.cfg.data.image_format, self.cfg.data.png_compress_level)
-        return {k: np.stack([r[k] for r in records]) for k in TENSOR_COLUMNS}
+        return {k: np.concatenate([r[k] for r in records]) for k in TENSOR_COLUMNS}

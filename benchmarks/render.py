@@ -1,13 +1,17 @@
-"""Objects/s and views/s per CPU core for generate -> render -> encode, on OSMesa and EGL.
+"""Objects/s and training samples/s per CPU core of the generator actor, on OSMesa and EGL.
 
-    .venv/bin/python benchmarks/render.py                      # 32 views x 512^2, 3 objects per platform
-    .venv/bin/python benchmarks/render.py --objects 2 --res 256 --backends osmesa
+    .venv/bin/python benchmarks/render.py --config configs/paper.yaml                 # stage-1 stream + 32 x 512 dataset
+    .venv/bin/python benchmarks/render.py --config configs/paper.yaml --objects 2 --k 1 4 --backends osmesa
 
-Each GL platform runs in its own process (PyOpenGL binds one per process). "Per core" divides by the
-process's CPU seconds, since Mesa's llvmpipe renders on several threads. The baseline, measured in
-the same process on the same objects, is a per-object script: a new GL context for every object and
-PIL's default PNG level 6. Set the printed objects/s per core against the official Blender pipeline
-(Cycles, 64 samples, 32 views at 512 px per object).
+Each GL platform runs in its own process (PyOpenGL binds one per process), through the actor class the
+pipelines use (actors/render.py), without Ray. "Per core" divides by the process's CPU seconds, since
+Mesa's llvmpipe renders on several threads. Paths measured on the same objects:
+  - dataset: every render.num_views view at render.resolution, PNG-encoded (`zv-ray dataset`);
+  - stream k: data.samples_per_object = k samples of train views at train.resolution (the training stream);
+  - baseline: the stream as it was, every view at render.resolution shipped per training sample (a
+    dataset render without encoding or supersampling), measured in the same process.
+Ratios are against that baseline and against the official Blender pipeline (Cycles, 64 samples, 32 views
+at 512 px): about 1,440 core-seconds per object on this machine's CPU (issue 14).
 """
 
 from __future__ import annotations
@@ -18,111 +22,87 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without installing
 
-STAGES = ("generate", "render", "encode")
+BLENDER_CORE_S_PER_OBJECT = 1440.0
 
 
-@contextmanager
-def clock(times: dict[str, list[float]], stage: str):
-    wall, cpu = time.perf_counter(), time.process_time()
-    yield
-    times[stage] = [time.perf_counter() - wall, time.process_time() - cpu]
+def cpu_seconds(fn, ids) -> float:
+    start = time.process_time()
+    for i in ids:
+        fn({"id": [i]})
+    return time.process_time() - start
 
 
-def time_object(cfg, renderer, seed: int, object_id: int) -> tuple[dict, dict, int]:
-    """(ours, baseline) stage -> [wall, cpu] seconds for one object, and its PNG bytes."""
+def measure(backend: str, config: str | None, overrides: list[str], objects: int, ks: list[int]) -> dict:
+    """Runs in a child process pinned to `backend`: CPU seconds per path over the same objects."""
+    os.environ["ZV_RAY_GL"] = backend
     import numpy as np
 
-    from zv_ray.data.schema import records_to_table
-    from zv_ray.render.cameras import cameras_for
-    from zv_ray.render.objects import CAMERA_STAGE
-    from zv_ray.render.renderer import Renderer
-    from zv_ray.zeroverse import generate_object
-    from zv_ray.zeroverse.rng import stage_rng
-
-    ours: dict[str, list[float]] = {}
-    base: dict[str, list[float]] = {}
-    with clock(ours, "generate"):
-        obj = generate_object(seed, object_id, cfg.zeroverse)
-    intrinsics, c2w = cameras_for(stage_rng(seed, object_id, CAMERA_STAGE), cfg.render)
-    with clock(ours, "render"):
-        out = renderer.render(obj.scene, intrinsics, c2w)
-    rgba = np.concatenate([out.rgb, out.alpha[..., None]], axis=-1)
-    record = {"object_id": object_id, "seed": seed, "config_hash": "-", "params_json": "{}",
-              "intrinsics": intrinsics, "c2w": c2w, "rgba": rgba}
-    with clock(ours, "encode"):
-        table = records_to_table([record], "png", cfg.data.png_compress_level)
-    with clock(base, "render"):
-        with Renderer.from_config(cfg.render) as fresh:
-            fresh.render(obj.scene, intrinsics, c2w)
-    with clock(base, "encode"):
-        records_to_table([record], "png", 6)
-    return ours, base, table.column("views")[0].values.nbytes
-
-
-def measure(backend: str, objects: int, views: int, res: int) -> dict:
-    """Runs in a child process pinned to `backend`: summed (wall, cpu) seconds per stage, ours and baseline."""
-    os.environ["ZV_RAY_GL"] = backend
+    from actors.render import ZeroverseRenderActor, sample_picks
     from zv_ray.config import load_config
+    from zv_ray.data.records import render_object
     from zv_ray.render.renderer import Renderer
 
-    sizes = [f"render.num_views={views}", f"render.resolution={res}"]
-    cfg = load_config(None, [*sizes, "train.num_input_views=1", "train.num_target_views=0"])
-    renderer = Renderer.from_config(cfg.render)
-    # One uncounted object first: GL context, shader variants and codec start-up happen once per actor.
-    warmup = time.perf_counter()
-    time_object(cfg, renderer, cfg.seed + 1, 0)
-    warmup = time.perf_counter() - warmup
-    ours = {s: [0.0, 0.0] for s in STAGES}
-    base = {s: [0.0, 0.0] for s in ("render", "encode")}
-    png_bytes = 0
-    for object_id in range(objects):
-        one, one_base, nbytes = time_object(cfg, renderer, cfg.seed, object_id)
-        png_bytes += nbytes
-        for totals, add in ((ours, one), (base, one_base)):
-            for stage in totals:
-                totals[stage] = [a + b for a, b in zip(totals[stage], add[stage])]
-    return {"backend": backend, "objects": objects, "views": views, "ours": ours, "baseline": base,
-            "warmup_s": warmup, "png_bytes_per_view": png_bytes / (objects * views)}
+    cfg = load_config(config, overrides)
+    ids = range(1, objects + 1)
+    out: dict = {"backend": backend, "objects": objects, "render": cfg.render.model_dump(), "train_res": cfg.train.resolution,
+                 "views_per_sample": cfg.train.num_input_views + cfg.train.num_target_views, "stream": {}}
+    dataset = ZeroverseRenderActor(cfg.model_dump(mode="json"), 0, "record")
+    dataset({"id": [0]})  # warm-up: GL context, shader compile, codecs (once per actor)
+    out["dataset_s"] = cpu_seconds(dataset, ids)
+    dataset.renderer.close()
+    old = load_config(config, [*overrides, "render.supersample=1"])  # the old stream's edges: none on OSMesa
+    with Renderer.from_config(old.render) as renderer:
+        render_object(old.seed, 0, old, renderer)
+        out["baseline_s"] = cpu_seconds(lambda batch: render_object(old.seed, int(batch["id"][0]), old, renderer), ids)
+    for k in ks:
+        kcfg = load_config(config, [*overrides, f"data.samples_per_object={k}"])
+        actor = ZeroverseRenderActor(kcfg.model_dump(mode="json"), 0, "samples")
+        actor({"id": [0]})
+        rendered = sum(len(np.unique(sample_picks(kcfg, i))) for i in ids)  # views rendered (each once per object)
+        out["stream"][k] = {"cpu_s": cpu_seconds(actor, ids), "views_rendered": rendered}
+        actor.renderer.close()
+    return out
 
 
 def report(r: dict) -> None:
-    n, views, ours, base = r["objects"], r["views"], r["ours"], r["baseline"]
-    cpu = {s: ours[s][1] for s in STAGES}
-    total_cpu = sum(cpu.values())
-    base_cpu = cpu["generate"] + base["render"][1] + base["encode"][1]
-    kib = r["png_bytes_per_view"] / 1024
-    print(f"\n== {r['backend']}: {n} objects x {views} views, {kib:.0f} KiB per PNG view")
-    print(f"  warm-up object (GL context, shaders, codecs; once per actor): {r['warmup_s']:.2f} s wall")
-    for s in STAGES:
-        share = 100 * cpu[s] / total_cpu
-        print(f"  {s:9s} {ours[s][0] / n:6.2f} s wall  {cpu[s] / n:6.2f} s cpu per object  ({share:4.1f}% of cpu)")
-    print(f"  render alone: {n * views / cpu['render']:.1f} views/s per core")
-    print(f"  objects/s per core: {n / total_cpu:.3f}   views/s per core: {n * views / total_cpu:.2f}")
-    print(f"  baseline (new context per object, PNG level 6): {n / base_cpu:.3f} objects/s per core")
-    print(f"  ratio ours / baseline: {base_cpu / total_cpu:.2f}x")
+    n, rc, vps, res = r["objects"], r["render"], r["views_per_sample"], r["train_res"]
+    base = r["baseline_s"] / n  # core-seconds per training sample, the old stream
+    print(f"\n== {r['backend']}: {n} objects, supersample {rc['supersample']}")
+    ds = r["dataset_s"] / n
+    print(f"  dataset {rc['num_views']} x {rc['resolution']} px + PNG: {ds:6.2f} core-s/object  {1 / ds:6.3f} objects/s/core"
+          f"  ({BLENDER_CORE_S_PER_OBJECT / ds:,.0f}x Blender's {BLENDER_CORE_S_PER_OBJECT:,.0f} core-s)")
+    print(f"  baseline stream (all {rc['num_views']} views at {rc['resolution']} px per sample, no supersampling): "
+          f"{base:6.2f} core-s/sample")
+    print(f"  stream: {vps} views at {res} px per sample, k samples per object")
+    print(f"  {'k':>4} {'core-s/object':>14} {'samples/s/core':>15} {'vs baseline':>12} {'px rendered/px trained':>23}")
+    for k, row in r["stream"].items():
+        per_object = row["cpu_s"] / n
+        ratio = row["views_rendered"] / (n * int(k) * vps)
+        print(f"  {k:>4} {per_object:14.3f} {int(k) / per_object:15.2f} {base / (per_object / int(k)):11.1f}x {ratio:23.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=None, help="run config whose zeroverse/render/train/data settings to use")
     parser.add_argument("--objects", type=int, default=3)
-    parser.add_argument("--views", type=int, default=32)
-    parser.add_argument("--res", type=int, default=512)
+    parser.add_argument("--k", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="samples per object to try")
     parser.add_argument("--backends", nargs="+", default=["osmesa", "egl"], choices=["osmesa", "egl"])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
     parser.add_argument("--child", choices=["osmesa", "egl"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.objects, args.views, args.res)))
+        print(json.dumps(measure(args.child, args.config, args.overrides, args.objects, args.k)))
         return
-    print(f"cpu cores visible: {os.cpu_count()}  load average: {os.getloadavg()[0]:.1f}")
+    print(f"cpu cores visible: {os.cpu_count()}  load average: {os.getloadavg()[0]:.1f}  config: {args.config or 'defaults'}")
     for backend in args.backends:
-        sizes = ["--objects", str(args.objects), "--views", str(args.views), "--res", str(args.res)]
-        cmd = [sys.executable, __file__, "--child", backend, *sizes]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        cmd = [sys.executable, __file__, "--child", backend, "--objects", str(args.objects), "--k", *map(str, args.k)]
+        cmd += ["--config", args.config] if args.config else []
+        cmd += [x for o in args.overrides for x in ("--set", o)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         if proc.returncode:
             print(f"\n== {backend}: failed\n{proc.stderr[-2000:]}")
             continue

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Idempotent setup on a fresh Debian machine: system GL libraries, a venv, CPU torch first, then zv-ray.
-#   bash scripts/setup.sh            # CPU machine (this repo's default)
-#   ZV_TORCH=skip bash scripts/setup.sh   # torch already provided (GPU image): keep it
+# Idempotent setup on a fresh Debian/Ubuntu machine: system GL libraries, a venv, torch, then zv-ray.
+#   bash scripts/setup.sh                       # CPU machine (this repo's default): pinned CPU torch
+#   ZV_TORCH=skip bash scripts/setup.sh         # torch already in the image (GPU nodes): the venv sees and keeps it
+#   ZV_GPU=1 ...                                # also gsplat (the `gpu` extra), compiled once for this node
+#   ZV_VGG_WEIGHTS=s3://B/vgg16-397923af.pth .. # put LPIPS's VGG16 weights into this node's torch hub cache
+# ZV_GPU defaults to 1 where nvidia-smi finds a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
+ZV_TORCH=${ZV_TORCH:-cpu}
+if [ -z "${ZV_GPU:-}" ]; then ZV_GPU=0; nvidia-smi -L >/dev/null 2>&1 && ZV_GPU=1; fi
 
 need_apt=()
 for lib in libOSMesa.so.8 libEGL.so.1 libGL.so.1; do
@@ -17,17 +22,49 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libosmesa6 libegl1 libgl1 libgles2 >/dev/null
 fi
 
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
-stamp="$VENV/.zv-ray-installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
-  if [ "${ZV_TORCH:-cpu}" != skip ]; then
-    # The pinned CPU build; every later pip call is constrained so nothing swaps it for a CUDA build.
-    $PIP install -c constraints.txt torch==2.13.0
+if [ ! -x "$VENV/bin/python" ]; then
+  if [ "$ZV_TORCH" = skip ]; then
+    python3 -m venv --system-site-packages "$VENV"  # the image's CUDA torch stays visible
+  else
+    python3 -m venv "$VENV"
   fi
-  $PIP install -c constraints.txt -e ".[dev]"
+fi
+PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
+constraints=constraints.txt
+if [ "$ZV_TORCH" = skip ]; then
+  # Pin whatever torch the image has, so no later pip call swaps it for another build.
+  have=$("$VENV/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null) || {
+    echo "ZV_TORCH=skip but no torch is importable from $VENV (created with --system-site-packages)"; exit 1; }
+  constraints=$(mktemp); trap 'rm -f "$constraints"' EXIT
+  grep -v '^torch' constraints.txt >"$constraints" || true
+  echo "torch==$have" >>"$constraints"
+fi
+extras=dev; [ "$ZV_GPU" = 1 ] && extras=dev,gpu
+stamp="$VENV/.zv-ray-installed-$extras"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+  if [ "$ZV_TORCH" != skip ]; then
+    # The pinned CPU build; every later pip call is constrained so nothing swaps it for a CUDA build.
+    $PIP install -c "$constraints" torch==2.13.0
+  fi
+  $PIP install -c "$constraints" -e ".[$extras]"
   # pyrender pins PyOpenGL 3.1.0, whose OSMesa binding lacks OSMesaCreateContextAttribs; 3.1.7+ has it.
   $PIP install --no-deps "pyopengl==3.1.10"
   touch "$stamp"
+fi
+if [ "$ZV_GPU" = 1 ]; then
+  # gsplat compiles its kernels at first import: once here, so no training rank races to build it.
+  "$VENV/bin/python" -m zv_ray.splat.backend
+fi
+if [ -n "${ZV_VGG_WEIGHTS:-}" ]; then
+  "$VENV/bin/python" - "$ZV_VGG_WEIGHTS" <<'PY'
+import sys
+from zv_ray.io import storage
+from zv_ray.losses.perceptual import default_vgg_path
+dest = default_vgg_path()
+if not dest.is_file():
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    storage.write_bytes(dest, storage.read_bytes(sys.argv[1]))
+print(f"VGG16 weights: {dest}")
+PY
 fi
 echo "zv-ray environment ready in $VENV"

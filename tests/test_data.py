@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +35,7 @@ def fake_record(object_id: int, views: int = 3, size: int = 16) -> dict:
 @pytest.mark.parametrize("image_format", ["png", "raw"])
 def test_shard_round_trip_is_lossless(tmp_path, image_format):
     records = [fake_record(i) for i in (5, 3, 9)]
-    path = write_shard(records_to_table(records, image_format), tmp_path)
+    path = Path(write_shard(records_to_table(records, image_format), tmp_path))
     assert path.name == "shard-000000000003.parquet"
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left behind
     assert pq.read_schema(path).equals(SCHEMA, check_metadata=False)
@@ -52,15 +53,38 @@ def test_shard_round_trip_is_lossless(tmp_path, image_format):
 
 
 def test_png_views_open_in_any_image_reader(tmp_path):
-    path = write_shard(records_to_table([fake_record(1)], "png"), tmp_path)
+    path = Path(write_shard(records_to_table([fake_record(1)], "png"), tmp_path))
     blob = pq.read_table(path).column("views")[0][0].as_py()
     img = Image.open(io.BytesIO(blob))
     assert img.mode == "RGBA" and img.size == (16, 16)
 
 
+def test_a_write_that_dies_halfway_leaves_the_old_shard_and_no_debris(tmp_path, monkeypatch):
+    """A retried writer replaces its own shard (same smallest id, same name). If it dies halfway (disk full),
+    readers see the previous shard, during the write and after; the half-written temp file is removed."""
+    final = Path(write_shard(records_to_table([fake_record(3)], "png"), tmp_path))
+    old = final.read_bytes()
+    real_write = pq.write_table
+
+    def dies_halfway(table, where, **kw):
+        buffer = pa.BufferOutputStream()
+        real_write(table, buffer, **kw)
+        data = buffer.getvalue().to_pybytes()
+        Path(where).write_bytes(data[: len(data) // 2])
+        assert final.read_bytes() == old and [r["object_id"] for r in read_shards(tmp_path)] == [3]  # mid-write
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(pq, "write_table", dies_halfway)
+    with pytest.raises(OSError, match="No space left"):
+        write_shard(records_to_table([fake_record(3), fake_record(4)], "png"), tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [final.name]
+    assert final.read_bytes() == old
+    assert [r["object_id"] for r in read_shards(tmp_path)] == [3]
+
+
 def test_truncated_shard_is_named(tmp_path, caplog):
-    good = write_shard(records_to_table([fake_record(0)], "png"), tmp_path)
-    bad = write_shard(records_to_table([fake_record(1)], "png"), tmp_path)
+    good = Path(write_shard(records_to_table([fake_record(0)], "png"), tmp_path))
+    bad = Path(write_shard(records_to_table([fake_record(1)], "png"), tmp_path))
     bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
     with pytest.raises(CorruptShardError, match=bad.name) as err:
         list(read_shards(tmp_path))
@@ -69,7 +93,7 @@ def test_truncated_shard_is_named(tmp_path, caplog):
         valid_shards(tmp_path)
     with caplog.at_level(logging.WARNING):
         assert [r["object_id"] for r in read_shards(tmp_path, on_corrupt="skip")] == [0]
-        assert valid_shards(tmp_path, on_corrupt="skip") == [good]
+        assert valid_shards(tmp_path, on_corrupt="skip") == [str(good)]
     assert bad.name in caplog.text
 
 
@@ -79,7 +103,7 @@ def test_damaged_view_names_file_and_row(tmp_path):
     views[1][2] = views[1][2][:40]  # object 8's third PNG cut short
     field = SCHEMA.field("views")
     table = table.set_column(table.schema.get_field_index("views"), field, pa.array(views, field.type))
-    path = write_shard(table, tmp_path)
+    path = Path(write_shard(table, tmp_path))
     with pytest.raises(CorruptShardError, match=rf"{path.name} row 1 \(object 8\).*PNG"):
         list(read_shards(path))
 

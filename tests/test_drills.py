@@ -19,8 +19,8 @@ from mlflow.tracking import MlflowClient
 from zv_ray.cluster.session import init_ray
 from zv_ray.config import load_config
 from zv_ray.data.parquet import CorruptShardError, shard_paths
-from zv_ray.data.pipeline import write_dataset
-from zv_ray.train.checkpoint import load_checkpoint
+from zv_ray.pipeline import write_dataset
+from zv_ray.model.checkpoint import load_checkpoint
 from zv_ray.train.trainer import run_training
 
 pytestmark = pytest.mark.timeout(900)
@@ -79,21 +79,59 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def frozen_inside_a_render_call() -> psutil.Process | None:
+    """A generator actor caught executing a batch (Ray titles it `ray::MapWorker(...).submit` meanwhile), frozen
+    there by SIGSTOP; None when no actor is inside a call right now."""
+
+    def in_call(proc: psutil.Process) -> bool:
+        return " ".join(proc.cmdline()).strip().endswith(".submit")
+
+    for proc in ray_processes("ZeroverseRenderActor"):
+        try:
+            if in_call(proc):
+                proc.suspend()
+                if in_call(proc):  # still inside the call, and now it cannot finish it
+                    return proc
+                proc.resume()
+        except psutil.Error:
+            continue
+    return None
+
+
 def test_killed_generator_actor_loses_and_duplicates_no_object(tmp_path):
+    """A generator actor is SIGKILLed holding an object while training consumes others: Ray replaces it and reruns
+    its batch, and the worker trains on every id exactly once (nothing lost, nothing replayed)."""
     # One epoch of 8 objects, batch 1: the worker must train on every id exactly once.
     cfg = load_config(None, [*TINY, f"cluster.storage_path={tmp_path}", "cluster.run_name=gen-kill",
                              "data.num_objects=8", "data.num_generator_actors=2", "train.batch_size_per_worker=1",
+                             "data.samples_per_object=1", "data.shuffle_window=0",  # one sample per id, in stream order
                              "train.steps=8", "train.checkpoint_every=8", "zeroverse.mesh_resolution=24"])
     thread, box = train_in_background(cfg)
-    wait_for(lambda: ray_processes("ZeroverseRenderActor"), 300, "a generator actor")
-    victim = ray_processes("ZeroverseRenderActor")[0]
-    time.sleep(1.0)  # mid-stream: some objects rendered and consumed, others not yet
-    os.kill(victim.pid, signal.SIGKILL)
+    found: list[psutil.Process] = []
+
+    def catch() -> bool:
+        if (proc := frozen_inside_a_render_call()) is not None:
+            found.append(proc)
+        return bool(found) or not thread.is_alive()
+
+    wait_for(catch, 300, "a generator actor inside a render call")
+    assert found, ("training ended before an actor was caught rendering", box)
+    victim = found[0]
+    try:  # the other actor feeds training; the frozen one holds its object, so at most 7 of the 8 steps can run
+        wait_for(lambda: last_logged_step(tmp_path / "mlflow.db") >= 1 or not thread.is_alive(), 300, "a trained step")
+        trained, running = last_logged_step(tmp_path / "mlflow.db"), thread.is_alive()
+        pool = {p.pid for p in ray_processes("ZeroverseRenderActor")}
+    finally:
+        victim.kill()  # SIGKILL, mid-call
+    assert running and 1 <= trained < 8, (trained, box)
+    # A pool of 2 showing a third process: Ray replaced the dead actor (which reruns its batch, checked below).
+    wait_for(lambda: {p.pid for p in ray_processes("ZeroverseRenderActor")} - pool or not thread.is_alive(), 120,
+             "the restarted actor")
+    assert {p.pid for p in ray_processes("ZeroverseRenderActor")} - pool, "no replacement actor appeared"
     thread.join(600)
     assert "error" not in box, box.get("error")
     consumed = json.loads((tmp_path / "gen-kill" / "consumed_ids" / "rank0.json").read_text())
     assert sorted(consumed) == list(range(8)), consumed
-    assert not psutil.pid_exists(victim.pid) or victim.status() == psutil.STATUS_ZOMBIE
 
 
 def test_killed_train_worker_resumes_from_last_checkpoint(tmp_path):
@@ -127,7 +165,7 @@ def test_corrupt_parquet_shard_fails_fast_naming_it_or_is_skipped(tmp_path, capl
     cfg = load_config(None, base)
     init_ray(cfg.cluster)  # as `zv-ray dataset` does: a local Ray with room for actors and writers
     write_dataset(cfg, shards, count=6)
-    victim = shard_paths(shards)[1]
+    victim = Path(shard_paths(shards)[1])
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
 
     parquet = [*base, "data.source=parquet", f"data.parquet_path={shards}", "train.batch_size_per_worker=2",

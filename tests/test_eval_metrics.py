@@ -72,13 +72,42 @@ def test_lpips_network_is_used_when_given():
 
 
 def test_means_over_objects_and_a_missing_metric():
-    rows = [{"object": "a", "psnr": 10.0, "ssim": 0.5, "lpips": None}, {"object": "b", "psnr": 20.0, "ssim": 0.7, "lpips": None}]
-    assert summarize(rows, "gso") == pytest.approx({"gso/psnr": 15.0, "gso/ssim": 0.6})
-    assert mean_scores(rows) == pytest.approx({"psnr": 15.0, "ssim": 0.6, "lpips": None})
-    console = Console(record=True, width=100)
+    white = {"white_psnr": 12.0, "white_ssim": 0.4, "white_lpips": None}
+    rows = [{"object": "a", "psnr": 10.0, "ssim": 0.5, "lpips": None, **white, "psnr_over_white": -2.0},
+            {"object": "b", "psnr": 20.0, "ssim": 0.7, "lpips": None, **white, "psnr_over_white": 8.0}]
+    assert summarize(rows, "gso") == pytest.approx(
+        {"gso/psnr": 15.0, "gso/ssim": 0.6, "gso/white_psnr": 12.0, "gso/white_ssim": 0.4, "gso/psnr_over_white": 3.0})
+    assert mean_scores(rows)["lpips"] is None and mean_scores(rows)["psnr_over_white"] == pytest.approx(3.0)
+    console = Console(record=True, width=160)
     console.print(results_table("gso", rows))
     text = console.export_text()
-    assert "15.00" in text and "0.6000" in text and "n/a" in text
+    for needle in ("15.00", "0.6000", "n/a", "white PSNR", "12.00", "PSNR - white", "+3.00", "-2.00"):
+        assert needle in text, needle
+
+
+def test_every_object_is_scored_beside_the_all_white_image():
+    """The white baseline is the test views' own score for an all-white frame; the margin is PSNR minus it."""
+    from zv_ray.config import RunConfig
+    from zv_ray.eval.evaluate import evaluate_object, inference
+    from zv_ray.eval.prepare import EvalObject
+    from zv_ray.model import GSLRM
+    from zv_ray.render.cameras import ring_cameras
+
+    cfg = RunConfig.model_validate({"model": {"width": 32, "depth": 1, "num_heads": 2, "bf16": False},
+                                    "train": {"resolution": 32, "warmup_steps": 0}})
+    intrinsics, c2w = ring_cameras(6, [20.0], 2.7, 50.0, 32)
+    rgba = np.full((6, 32, 32, 4), 255, dtype=np.uint8)
+    rgba[:, 8:24, 8:24, :3] = 40  # a dark square on white in every view
+    torch.manual_seed(0)
+    with inference(GSLRM(cfg.model)) as model:
+        result = evaluate_object(model, EvalObject("square", rgba, intrinsics, c2w, num_inputs=4), cfg)
+    target = torch.from_numpy(rgba[4:, :, :, :3]).permute(0, 3, 1, 2).float() / 255
+    white = image_scores(torch.ones_like(target), target)
+    assert result.white["psnr"] == pytest.approx(float(white["psnr"].mean()), abs=1e-4)
+    assert result.white["ssim"] == pytest.approx(float(white["ssim"].mean()), abs=1e-4)
+    assert result.margin == pytest.approx(result.psnr - result.white["psnr"])
+    scores = result.scores()
+    assert scores["white_psnr"] == result.white["psnr"] and scores["psnr_over_white"] == result.margin
 
 
 def test_comparison_grid_layout():

@@ -6,13 +6,14 @@ import json
 import math
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 import torch
 from conftest import GSO_DIR
 from typer.testing import CliRunner
 
 from zv_ray.config import RunConfig
-from zv_ray.train.checkpoint import save_checkpoint
+from zv_ray.model.checkpoint import save_checkpoint
 
 needs_gso = pytest.mark.skipif(not GSO_DIR.is_dir(), reason=f"shared GSO objects not found at {GSO_DIR}")
 TINY = {
@@ -41,7 +42,7 @@ def _invoke(*args: str):
     """Run `zv-ray eval|reconstruct ...` through an app holding only these commands (as zv_ray/cli.py registers them)."""
     import typer
 
-    from zv_ray.eval.cli import evaluate, reconstruct
+    from zv_ray.cli.eval import evaluate, reconstruct
 
     app = typer.Typer()
     app.command("eval")(evaluate)
@@ -59,7 +60,7 @@ def test_eval_writes_table_grids_results_and_mlflow(tiny_checkpoint, tmp_path):
                      "--test-views", "4", "--out", str(out), "--device", "cpu")
     assert result.exit_code == 0, result.output
     names = ["Air_Hogs_Wind_Flyers_Set_Airplane_Red", "Android_Figure_Orange"]
-    for name in [*names, "mean", "PSNR", "SSIM", "LPIPS"]:
+    for name in [*names, "mean", "PSNR", "SSIM", "LPIPS", "white", "margin"]:
         assert name in result.output
     if "LPIPS n/a" in result.output:  # without VGG weights the reason is printed, never a crash
         assert "VGG16" in result.output
@@ -68,10 +69,12 @@ def test_eval_writes_table_grids_results_and_mlflow(tiny_checkpoint, tmp_path):
     rows = payload["suites"]["gso"]["objects"]
     assert [r["object"] for r in rows] == names
     for r in rows:
-        assert 0 < r["psnr"] < 60 and -1 <= r["ssim"] <= 1
+        assert 0 < r["psnr"] < 60 and -1 <= r["ssim"] <= 1 and 0 < r["white_psnr"] < 60
+        assert r["psnr_over_white"] == pytest.approx(r["psnr"] - r["white_psnr"])
     assert payload["meta"]["protocol.num_inputs"] == "4" and payload["meta"]["num_test_views"] == "4"
     assert (out / "results.csv").read_text().count("\n") == 4  # header, 2 objects, mean
-    assert "Android_Figure_Orange" in (out / "table.txt").read_text()
+    table = (out / "table.txt").read_text()
+    assert "Android_Figure_Orange" in table and "white PSNR" in table and "PSNR - white" in table
 
     grid = iio.imread(out / "grids" / "gso" / "Android_Figure_Orange.png")
     # Inputs row + prediction row + ground-truth row of 8 tiles of 32 px plus a 1 px border.
@@ -94,7 +97,7 @@ def test_eval_writes_table_grids_results_and_mlflow(tiny_checkpoint, tmp_path):
 def test_eval_attaches_to_the_training_run(tiny_checkpoint, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from zv_ray.train.tracking import start_run
+    from zv_ray.tracking import start_run
 
     ckpt, cfg = tiny_checkpoint
     train_run = start_run(cfg.mlflow.tracking_uri, cfg, resume=False)
@@ -131,17 +134,77 @@ def test_in_training_helper_scores_prerendered_views(tiny_checkpoint):
     assert [v.rgba.shape for v in views] == [(4 + 3, 64, 64, 4)] * 2
     model = load_model(ckpt, torch.device("cpu")).model.train()
     metrics = evaluate_objects(model, views, cfg)
-    assert set(metrics) == {"gso/psnr", "gso/ssim"}  # no LPIPS network given
+    # No LPIPS network given; the all-white image is scored beside the model, with the margin over it.
+    assert set(metrics) == {"gso/psnr", "gso/ssim", "gso/white_psnr", "gso/white_ssim", "gso/psnr_over_white"}
+    assert metrics["gso/psnr_over_white"] == pytest.approx(metrics["gso/psnr"] - metrics["gso/white_psnr"])
     assert model.training  # left as it was
     assert metrics == evaluate_objects(model, views, cfg)  # deterministic
 
 
 def test_eval_in_domain_zeroverse(tiny_checkpoint, tmp_path):
-    pytest.importorskip("zv_ray.zeroverse")
+    """`--zeroverse 2`: the two held-out objects (ids from data.val_first_object_id, never trained on), each scored
+    with the all-white baseline and the margin over it; the scores are those of the pictures in its grid."""
+    from zv_ray.eval.prepare import render_eval_object
+    from zv_ray.eval.protocol import EvalProtocol
+    from zv_ray.losses.metrics import psnr
+    from zv_ray.render.renderer import Renderer
+    from zv_ray.zeroverse import generate_object
+
     ckpt, cfg = tiny_checkpoint
     out = tmp_path / "eval"
     result = _invoke("eval", "--checkpoint", str(ckpt), "--zeroverse", "2", "--test-views", "2", "--out", str(out), "--device", "cpu")
     assert result.exit_code == 0, result.output
-    rows = json.loads((out / "results.json").read_text())["suites"]["zeroverse"]["objects"]
+    suite = json.loads((out / "results.json").read_text())["suites"]["zeroverse"]
     first = cfg.data.val_first_object_id
-    assert [r["object"] for r in rows] == [f"zeroverse_{first}", f"zeroverse_{first + 1}"]
+    assert first >= cfg.data.num_objects  # disjoint from the training ids 0 .. num_objects - 1
+    names = [f"zeroverse_{first}", f"zeroverse_{first + 1}"]
+    assert [r["object"] for r in suite["objects"]] == names
+    targets = {}
+    for row in suite["objects"]:
+        assert all(math.isfinite(row[k]) for k in ("psnr", "ssim", "white_psnr", "white_ssim", "psnr_over_white"))
+        assert row["psnr_over_white"] == pytest.approx(row["psnr"] - row["white_psnr"])
+        # Grid: 4 inputs on top, then the 2 predicted test views over their ground truth, 32 px tiles in a 1 px border.
+        grid = iio.imread(out / "grids" / "zeroverse" / f"{row['object']}.png")
+        assert grid.shape == (3 * 34, 8 * 34, 3)
+        tiles = torch.from_numpy(grid).permute(2, 0, 1).float() / 255
+
+        def tile(r: int, c: int) -> torch.Tensor:  # [3, 32, 32]
+            return tiles[:, r * 34 + 1 : r * 34 + 33, c * 34 + 1 : c * 34 + 33]
+
+        pred, target = torch.stack([tile(1, 0), tile(1, 1)]), torch.stack([tile(2, 0), tile(2, 1)])
+        assert (target < 0.9).any(dim=1).flatten(1).float().mean(1).min() > 0.01  # an object in every test view
+        assert row["psnr"] == pytest.approx(float(psnr(pred, target).mean()), abs=0.05)
+        assert row["white_psnr"] == pytest.approx(float(psnr(torch.ones_like(target), target).mean()), abs=0.05)
+        targets[row["object"]] = target
+    for key in ("psnr", "white_psnr", "psnr_over_white"):
+        assert suite["mean"][key] == pytest.approx(sum(r[key] for r in suite["objects"]) / 2)
+    assert all(name in (out / "table.txt").read_text() for name in names)
+    # The first one is object id `first` of the held-out generator settings, seen from the protocol's test views.
+    renderer = Renderer.from_config(cfg.render)
+    try:
+        held_out = generate_object(cfg.seed, first, cfg.data.val_zeroverse).scene
+        obj = render_eval_object(names[0], held_out, EvalProtocol.for_config(cfg, num_test_views=2), cfg, renderer)
+    finally:
+        renderer.close()
+    torch.testing.assert_close(targets[names[0]], obj.batch(cfg.train.resolution).images[0, 4:], atol=0.6 / 255, rtol=0)
+
+
+def test_validation_objects_ignore_the_training_generator_settings():
+    """The held-out set is generated with data.val_zeroverse, so a sweep over zeroverse.* (augmentation arms)
+    ranks every trial on the same objects; changing data.val_zeroverse does change them."""
+    pytest.importorskip("zv_ray.zeroverse")
+    from zv_ray.eval.prepare import iter_zeroverse_objects
+    from zv_ray.eval.protocol import EvalProtocol
+
+    def first_object(**update) -> np.ndarray:
+        base = {"render": {"resolution": 32}, "data": {"val_zeroverse": {"mesh_resolution": 8, "texture": {"resolution": 16}}}}
+        cfg = RunConfig.model_validate({**base, **update})
+        (obj,) = iter_zeroverse_objects(cfg, 1, EvalProtocol(num_inputs=2, num_test_views=1))
+        return obj.rgba
+
+    reference = first_object()
+    swept = first_object(zeroverse={"p_boolean": 1.0, "p_wireframe": 1.0, "mesh_resolution": 8})
+    assert np.array_equal(reference, swept)
+    other = first_object(data={"val_zeroverse": {"mesh_resolution": 8, "texture": {"resolution": 16}, "p_wireframe": 1.0,
+                                                 "p_boolean": 1.0}})
+    assert not np.array_equal(reference, other)

@@ -118,7 +118,7 @@ def test_weights_in_the_torch_hub_cache_are_found(vgg_file, monkeypatch):
     (vgg_file.parent.parent / "hub" / "checkpoints").mkdir(parents=True, exist_ok=True)
     cached = vgg_file.parent.parent / "hub" / "checkpoints" / VGG16_FILE
     cached.write_bytes(vgg_file.read_bytes())
-    assert resolve_vgg_weights() == cached
+    assert resolve_vgg_weights() == str(cached)
     assert load_lpips()(torch.zeros(1, 3, 16, 16), torch.ones(1, 3, 16, 16)) > 0
 
 
@@ -143,3 +143,15 @@ def test_reconstruction_loss_is_mse_plus_weighted_lpips(net):
     only_mse, parts = reconstruction_loss(pred, target, None, 0.2)
     torch.testing.assert_close(only_mse, mse)
     assert parts["lpips"] == 0
+
+
+def test_vgg_weights_on_s3_are_checked_and_loaded_on_any_node(vgg_file, s3_env):
+    from zv_ray.io import storage
+
+    remote = "s3://zv-test/weights/" + VGG16_FILE
+    with pytest.raises(LpipsWeightsMissing, match="s3://zv-test/weights"):
+        resolve_vgg_weights(remote)
+    storage.upload_file(vgg_file, remote)
+    assert resolve_vgg_weights(remote) == remote
+    local = load_lpips(str(vgg_file))(torch.zeros(1, 3, 16, 16), torch.ones(1, 3, 16, 16))
+    assert torch.allclose(load_lpips(remote)(torch.zeros(1, 3, 16, 16), torch.ones(1, 3, 16, 16)), local)

@@ -1,9 +1,11 @@
-"""Ray Data pipelines on a local Ray: every requested id exactly once through an actor crash, and the
-`zv-ray dataset` command's Parquet shards, which read back (directly and as a stream) to the same pixels."""
+"""Ray Data pipelines on a local Ray: every requested id's samples exactly once through an actor crash, and
+the `zv-ray dataset` command's Parquet shards, which read back (directly and as a stream) to the pixels the
+training stream rendered for the same cameras."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -14,7 +16,7 @@ from typer.testing import CliRunner
 from actors.render import FAULT_ENV
 from zv_ray.config import load_config
 from zv_ray.data.parquet import read_shards, valid_shards
-from zv_ray.data.pipeline import object_stream, write_dataset
+from zv_ray.pipeline import object_stream, write_dataset
 from zv_ray.data.schema import SCHEMA
 
 pytestmark = pytest.mark.timeout(180)
@@ -24,9 +26,14 @@ TINY = [
     "zeroverse.texture.resolution=32",
     "render.num_views=4",
     "render.resolution=32",
+    "train.resolution=32",
     "train.num_input_views=2",
     "train.num_target_views=2",
     "data.num_generator_actors=2",
+    "data.samples_per_object=3",
+    "train.steps=6",  # x batch 6 = 36 samples: two passes over 6 ids x 3 samples
+    "train.warmup_steps=1",
+    "train.batch_size_per_worker=6",
 ]
 
 
@@ -40,24 +47,27 @@ def fault_marker(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def streamed(fault_marker) -> dict[int, dict]:
-    """Ids 100..105 through the online stream, consumed the way Ray Train consumes it, while one of the
-    two actors crashes once: Ray restarts it and retries its batch."""
+def streamed(fault_marker) -> dict[int, list[dict]]:
+    """Ids 100..105 through the online stream (two passes), consumed the way Ray Train consumes it, while one
+    of the two actors crashes once: Ray restarts it and retries its batch."""
     cfg = load_config(None, TINY)
     fault_marker.touch()
-    rows = {}
+    rows: dict[int, list[dict]] = {}
     for batch in object_stream(cfg, 100, 6).iter_torch_batches(batch_size=2):
-        assert batch["rgba"].shape[1:] == (4, 32, 32, 4) and batch["c2w"].shape[1:] == (4, 4, 4)
+        assert batch["rgb"].shape[1:] == (4, 32, 32, 3) and batch["c2w"].shape[1:] == (4, 4, 4)
         for k, object_id in enumerate(batch["object_id"].tolist()):
-            assert object_id not in rows, f"id {object_id} streamed twice"
-            rows[object_id] = {key: batch[key][k].numpy() for key in ("rgba", "intrinsics", "c2w")}
+            rows.setdefault(object_id, []).append({key: batch[key][k].numpy() for key in ("rgb", "intrinsics", "c2w")})
     assert not fault_marker.exists(), "the fault drill did not fire"
     return rows
 
 
 def test_stream_yields_each_requested_id_once_through_an_actor_crash(streamed):
     assert sorted(streamed) == list(range(100, 106))
-    assert streamed[100]["rgba"].dtype == np.uint8 and streamed[100]["rgba"][..., 3].any()
+    assert all(len(samples) == 6 for samples in streamed.values()), {i: len(s) for i, s in streamed.items()}
+    first = streamed[100]
+    assert first[0]["rgb"].dtype == np.uint8 and (first[0]["rgb"] < 255).any()
+    # The samples of one object take different view subsets of its cameras, and each pass draws new ones.
+    assert len({s["c2w"].tobytes() for s in first}) > 1
 
 
 def test_dataset_command_writes_shards_with_the_streamed_pixels(streamed, tmp_path):
@@ -73,16 +83,20 @@ def test_dataset_command_writes_shards_with_the_streamed_pixels(streamed, tmp_pa
     shards = valid_shards(tmp_path)
     assert len(shards) >= 2 and all(pq.read_schema(p).equals(SCHEMA, check_metadata=False) for p in shards)
     summary = json.loads((tmp_path / "dataset.json").read_text())["summary"]
-    assert summary["objects"] == 6 and summary["bytes"] == sum(p.stat().st_size for p in shards)
+    assert summary["objects"] == 6 and summary["bytes"] == sum(Path(p).stat().st_size for p in shards)
     stored = {int(r["object_id"]): r for r in read_shards(tmp_path)}
     assert sorted(stored) == list(range(100, 106))
-    for object_id, row in streamed.items():  # other actors, a crash and a PNG round trip later: identical
-        for key in ("rgba", "intrinsics", "c2w"):
-            np.testing.assert_array_equal(stored[object_id][key], row[key])
+    for object_id, samples in streamed.items():  # other actors, a crash and a PNG round trip later: identical
+        record = stored[object_id]
+        for sample in samples:
+            for view, pose in enumerate(sample["c2w"]):
+                (match,) = np.flatnonzero((record["c2w"] == pose).all(axis=(1, 2)))  # the same camera of the pool
+                np.testing.assert_array_equal(record["rgba"][match, ..., :3], sample["rgb"][view])
+                np.testing.assert_array_equal(record["intrinsics"][match], sample["intrinsics"][view])
     with pytest.raises(FileExistsError, match="already holds shards"):
         write_dataset(load_config(None, TINY), tmp_path, count=1)
 
     from_parquet = load_config(None, [*TINY, "data.source=parquet", f"data.parquet_path={tmp_path}"])
-    rows = {int(r["object_id"]): r["rgba"] for r in object_stream(from_parquet, 0, 0).iter_rows()}
+    rows = {int(r["object_id"]): r["rgb"] for r in object_stream(from_parquet, 0, 0).iter_rows()}
     assert sorted(rows) == list(range(100, 106))
-    np.testing.assert_array_equal(rows[102], streamed[102]["rgba"])
+    np.testing.assert_array_equal(rows[102], stored[102]["rgba"][..., :3])

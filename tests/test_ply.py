@@ -1,5 +1,9 @@
 """3DGS .ply export: exact layout as graphdeco-inria/gaussian-splatting writes it, round trip, atomic write."""
 
+import contextlib
+import io
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -51,7 +55,7 @@ def test_round_trip_renders_the_same(tmp_path):
     torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
 
 
-def test_write_is_atomic_and_extremes_stay_finite(tmp_path):
+def test_extremes_stay_finite(tmp_path):
     g = random_blobs(4, seed=2)
     g = Gaussians(means=g.means, scales=torch.zeros_like(g.scales), quats=g.quats,
                   opacities=torch.tensor([[0.0, 1.0, 0.5, 0.5]]), colors=g.colors)
@@ -59,6 +63,30 @@ def test_write_is_atomic_and_extremes_stay_finite(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["obj.ply"]  # no temp file left behind
     v = PlyData.read(str(path))["vertex"].data
     assert all(np.isfinite(v[n]).all() for n in v.dtype.names)
+
+
+def test_a_write_that_dies_halfway_leaves_the_old_file_and_no_debris(tmp_path, monkeypatch):
+    """Readers never see a partial .ply: while writing, and after the writer fails (disk full), the name holds the
+    previous file; the half-written temp file is removed."""
+    final = tmp_path / "obj.ply"
+    save_ply(final, random_blobs(3, seed=4))
+    old = final.read_bytes()
+    real_write = PlyData.write
+
+    def dies_halfway(self, stream):
+        buffer = io.BytesIO()
+        real_write(self, buffer)
+        with open(stream, "wb") if isinstance(stream, (str, Path)) else contextlib.nullcontext(stream) as f:
+            f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            f.flush()
+            assert final.read_bytes() == old  # mid-write, the final name is untouched
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(PlyData, "write", dies_halfway)
+    with pytest.raises(OSError, match="No space left"):
+        save_ply(final, random_blobs(50, seed=5))
+    assert [p.name for p in tmp_path.iterdir()] == ["obj.ply"]
+    assert final.read_bytes() == old
 
 
 def test_batches_and_foreign_files_are_refused(tmp_path):

@@ -9,7 +9,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from zv_ray.config import load_config
-from zv_ray.train.checkpoint import load_checkpoint
+from zv_ray.model.checkpoint import load_checkpoint
 from zv_ray.train.trainer import run_training
 
 pytestmark = pytest.mark.timeout(900)
@@ -68,7 +68,7 @@ def test_two_workers_learn_and_log_to_mlflow(tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.params["train.steps"] == "30" and run.data.params["cluster.num_workers"] == "2"
     for key in ("train/psnr", "train/grad_norm", "train/skipped_steps", "train/lr", "perf/samples_per_s",
-                "perf/data_wait_frac", "val/psnr", "val/ssim"):
+                "perf/data_wait_frac", "val/psnr", "val/ssim", "val/white_psnr", "val/psnr_over_white"):
         assert key in run.data.metrics, key
     artifacts = {a.path for a in client.list_artifacts(outcome.mlflow_run_id)}
     assert {"images", "gaussians"} <= artifacts
@@ -78,7 +78,7 @@ def test_two_workers_learn_and_log_to_mlflow(tmp_path):
 
 def test_resume_continues_step_counter_and_optimizer_state(tmp_path):
     common = ("data.num_objects=2", "train.batch_size_per_worker=2", "train.steps=12", "train.checkpoint_every=6",
-              "data.num_val_objects=0")
+              "data.num_val_objects=0", "data.samples_per_object=1")  # one batch per epoch: a resume restarts none mid-epoch
     straight = run_training(tiny_config(tmp_path, "straight", *common))
 
     first = run_training(tiny_config(tmp_path, "split", *common, "train.stop_after=6"))

@@ -6,10 +6,13 @@ import pytest
 import torch
 
 from zv_ray.config import load_config
-from zv_ray.train.checkpoint import config_of, load_checkpoint, save_checkpoint
+from zv_ray.config.model import ModelConfig
+from zv_ray.model import GSLRM, TINY
+from zv_ray.render.cameras import ring_cameras
+from zv_ray.model.checkpoint import config_of, load_checkpoint, save_checkpoint
 from zv_ray.train.schedule import lr_at
-from zv_ray.train.step import clipped_step
-from zv_ray.train.views import fixed_view_indices, make_view_batch, pick_view_indices
+from zv_ray.train.step import build_optimizer, clipped_step
+from zv_ray.inference.views import make_view_batch, pick_view_indices
 
 
 def test_schedule_warms_up_then_decays_to_min():
@@ -39,25 +42,88 @@ def test_nan_gradient_is_skipped_and_weights_unchanged():
     assert opt.state == {} or all(len(s) == 0 for s in opt.state.values())
 
 
-def test_exploding_gradient_is_skipped_normal_one_is_clipped():
+def test_exploding_gradient_is_skipped():
     model, opt = _model_and_opt()
+    before = [p.detach().clone() for p in model.parameters()]
     (1000 * model(torch.randn(3, 4))).sum().backward()
-    assert clipped_step(list(model.parameters()), opt, grad_clip=1.0, skip_grad_norm=20.0).skipped
-    model(torch.randn(3, 4)).sum().backward()
-    before = model.weight.detach().clone()
     outcome = clipped_step(list(model.parameters()), opt, grad_clip=1.0, skip_grad_norm=20.0)
-    assert not outcome.skipped and not torch.equal(before, model.weight)
+    assert outcome.skipped and outcome.grad_norm > 20
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-def test_view_indices_distinct_and_inputs_first():
+def _sgd_step(grad_scale: float, grad_clip: float):
+    """One clipped_step under plain SGD with lr 1, whose update is exactly minus the gradient it was given
+    (AdamW would hide clipping: its first step does not depend on the gradient's scale)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    (grad_scale * model(torch.randn(3, 4))).sum().backward()
+    raw = torch.cat([p.grad.flatten() for p in model.parameters()])
+    before = torch.cat([p.detach().flatten() for p in model.parameters()])
+    outcome = clipped_step(list(model.parameters()), opt, grad_clip=grad_clip, skip_grad_norm=20.0)
+    applied = before - torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert not outcome.skipped and outcome.grad_norm == pytest.approx(float(raw.norm()), rel=1e-6)  # the raw norm
+    return raw, applied
+
+
+def test_gradient_above_the_clip_is_rescaled_to_the_clip_norm_below_it_is_untouched():
+    raw, applied = _sgd_step(grad_scale=1.0, grad_clip=1.0)
+    assert 1.0 < raw.norm() < 20  # clipped, not skipped
+    torch.testing.assert_close(applied, raw / raw.norm())  # same direction, norm grad_clip
+    raw, applied = _sgd_step(grad_scale=1.0, grad_clip=0.0)  # 0 turns clipping off
+    torch.testing.assert_close(applied, raw)
+    raw, applied = _sgd_step(grad_scale=0.05, grad_clip=1.0)
+    assert raw.norm() < 1.0
+    torch.testing.assert_close(applied, raw)
+
+
+def _ring_c2w(num_views: int) -> torch.Tensor:  # [1, V, 4, 4] cameras every 360 / V deg at elevation 0
+    return torch.from_numpy(ring_cameras(num_views, [0.0], 2.7, 50.0, 32)[1])[None]
+
+
+def _angles_to_inputs(c2w: torch.Tensor, row: torch.Tensor, num_inputs: int) -> torch.Tensor:  # [V] deg
+    fwd = c2w[0, :, :3, 2]
+    cos = (fwd[row[num_inputs:]] @ fwd[row[:num_inputs]].T).amax(dim=1).clamp(-1, 1)
+    return torch.rad2deg(torch.acos(cos))
+
+
+def test_view_indices_distinct_inputs_first_targets_near_an_input():
+    """GS-LRM's rule: targets within 60 deg of some input. 24 views on a ring, 2 inputs: only ~10 of the other 22
+    views qualify, so uniform draws would land beyond 60 deg most of the time."""
+    c2w = _ring_c2w(24).expand(3, 24, 4, 4)
     g = torch.Generator().manual_seed(0)
-    idx = pick_view_indices(8, 4, 2, batch=3, generator=g)
-    assert idx.shape == (3, 6)
-    assert all(len(set(row.tolist())) == 6 for row in idx)
-    fixed = fixed_view_indices(32, 4, 4, batch=2)
-    assert fixed[0, :4].tolist() == [0, 10, 21, 31] and not set(fixed[0, 4:].tolist()) & set(fixed[0, :4].tolist())
+    for _ in range(20):
+        idx = pick_view_indices(c2w, 2, 4, g)
+        assert idx.shape == (3, 6) and all(len(set(row.tolist())) == 6 for row in idx)
+        assert all((_angles_to_inputs(c2w, row, 2) <= 60 + 1e-4).all() for row in idx)
+    uniform = [pick_view_indices(c2w, 2, 4, g, rule="uniform")[0] for _ in range(20)]
+    assert max(float(_angles_to_inputs(c2w, row, 2).max()) for row in uniform) > 60
     with pytest.raises(ValueError, match="only 4"):
-        pick_view_indices(4, 4, 2, batch=1, generator=g)
+        pick_view_indices(c2w[:, :4], 4, 2, g)
+
+
+def test_too_few_near_views_are_topped_up_with_the_nearest():
+    c2w = _ring_c2w(12)  # 30 deg apart: within 35 deg of one input there are only 2 views
+    idx = pick_view_indices(c2w, 1, 4, torch.Generator().manual_seed(1), max_angle_deg=35.0)[0]
+    assert sorted(_angles_to_inputs(c2w, idx, 1).round().tolist()) == [30.0, 30.0, 60.0, 60.0]
+
+
+def test_weight_decay_only_on_matrices():
+    """nanoGPT's configure_optimizers: with zero gradients AdamW only decays, and LayerNorm gains must stay 1."""
+    cfg = load_config(None, ["train.lr=0.1", "train.weight_decay=0.5"])
+    torch.manual_seed(0)
+    model = GSLRM(ModelConfig(**{**TINY, "bf16": False}))
+    optimizer = build_optimizer(model, cfg.train)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for name, p in model.named_parameters():
+        if p.dim() < 2:
+            assert torch.equal(p, before[name]), name
+        else:
+            torch.testing.assert_close(p, before[name] * (1 - 0.1 * 0.5), msg=name)
+    assert any(p.dim() < 2 for p in model.parameters())  # the model has LayerNorm gains to protect
 
 
 def test_view_batch_resizes_and_scales_intrinsics():
@@ -67,7 +133,7 @@ def test_view_batch_resizes_and_scales_intrinsics():
     c2w = torch.eye(4).expand(2, 6, 4, 4)
     idx = torch.tensor([[5, 4, 3], [0, 1, 2]])
     vb = make_view_batch(rgba, K, c2w, idx, num_inputs=2, resolution=32)
-    assert vb.images.shape == (2, 3, 3, 32, 32) and vb.alphas.shape == (2, 3, 1, 32, 32)
+    assert vb.images.shape == (2, 3, 3, 32, 32)
     assert vb.input_images.shape == (2, 2, 3, 32, 32)
     assert torch.allclose(vb.intrinsics[0, 0], torch.tensor([50.0, 50.0, 16.0, 16.0]))
     assert vb.images[..., 0, :, :].max() == 0 and vb.images[..., 1, :, :].min() == 1
@@ -93,7 +159,7 @@ def test_checkpoint_roundtrip_with_weights_only(tmp_path):
 def test_bad_checkpoint_file_is_named(tmp_path):
     bad = tmp_path / "checkpoint.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="cannot read checkpoint"):
+    with pytest.raises(ValueError, match="is not a zv-ray checkpoint"):
         load_checkpoint(bad)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_checkpoint(tmp_path / "missing")

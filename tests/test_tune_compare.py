@@ -9,9 +9,9 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 from typer.testing import CliRunner
 
-from zv_ray.tune.cli import compare as compare_command
+from zv_ray.cli.sweep import compare as compare_command
 from zv_ray.tune.compare import compare, table
-from zv_ray.tune.runs import (
+from zv_ray.tracking import (
     DIVERGED_TAG, METRIC_TAG, MODE_TAG, OUTCOME_TAG, ROLE_TAG, SPACE_TAG, SWEEP_TAG, TRIAL_TAG,
 )
 
@@ -40,6 +40,7 @@ def store(tmp_path_factory):
                      "loss.perceptual_weight": weight, "zeroverse.p_boolean": 0.4 if aug == "all" else 0.0}.items():
             client.log_param(run, k, v)
         metrics = [Metric("val/psnr", v, 0, 4 * (i + 1)) for i, v in enumerate(psnr)]
+        metrics += [Metric("val/white_psnr", 9.5, 0, 4 * (i + 1)) for i in range(len(psnr))]
         metrics += [Metric("train/loss", 1.0 / (s + 1), 0, s) for s in (2, 4, 6, 8)]
         metrics += [Metric("train/skipped_steps", 3.0 if diverged else 0.0, 0, 8)]
         client.log_batch(run, metrics=metrics)
@@ -61,7 +62,10 @@ def test_compare_table_plots_and_artifacts(store, tmp_path):
     console = Console(record=True, width=200)
     console.print(table(comp))
     text = console.export_text()
-    for needle in ("t0", "t1", "t2", "augmentation", "best val/psnr", "14.50", "diverged", "yes"):
+    assert best.white == 9.5
+    # Beside every trial: the all-white image on the same fixed validation views, and the margin over it.
+    for needle in ("t0", "t1", "t2", "augmentation", "best val/psnr", "14.50", "white", "9.50", "+5.00", "-0.50",
+                   "diverged", "yes"):
         assert needle in text, needle
     names = sorted(p.name for p in comp.files)
     assert names == ["curves.png", "psnr_vs_perceptual_weight.png", "table.txt"]

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from zv_ray.config import validate_dict
 from zv_ray.config.sweep import SweepConfig
 from zv_ray.tune.compare import compare
-from zv_ray.tune.runs import OUTCOME_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG
+from zv_ray.tracking import OUTCOME_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG
 from zv_ray.tune.sweep import run_sweep
 
 pytestmark = pytest.mark.timeout(600)

@@ -149,10 +149,37 @@ def test_preflight_catches_a_sweep_that_would_hang_or_lack_its_metric():
 
 
 def test_asha_defaults_follow_the_base_config():
+    """tiny_sweep: eval_every 4, train.steps 8. ASHA judges val/psnr (higher is better) on training steps, with rungs
+    at the first evaluation (4) and at train.steps (8), and lets the first trial to reach the end finish on its own."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
     sweep = tiny_sweep()
-    asha = make_scheduler(sweep, validate_space(sweep, base_data(sweep))[0])
-    assert (asha._time_attr, asha._max_t, asha._brackets[0]._rungs[-1][0]) == ("step", 8, 4)
-    assert not asha._stop_last_trials  # trials reaching max_t end on their own
+    cfg = validate_space(sweep, base_data(sweep))[0]
+
+    def decisions(*reports: tuple[str, int, float | None]) -> list[str]:
+        """(trial, step, val/psnr or None for a report without it) in order -> ASHA's answer to each, as Tune asks."""
+        asha = make_scheduler(sweep, cfg)
+        asha.set_search_properties(sweep.metric, sweep.mode)  # what Tuner(tune_config=TuneConfig(metric, mode)) does
+        trials: dict[str, Trial] = {}
+        answers = []
+        for name, step, psnr in reports:
+            if name not in trials:
+                trials[name] = Trial("zv-sweep", stub=True)
+                asha.on_trial_add(None, trials[name])
+            iteration = 1 + sum(r[0] == name for r in reports[: len(answers)])  # Tune counts reports, not steps
+            result = {"step": step, "training_iteration": iteration, "train/loss": 0.1}
+            answers.append(asha.on_trial_result(None, trials[name], result if psnr is None else {**result, sweep.metric: psnr}))
+        return answers
+
+    go, stop = TrialScheduler.CONTINUE, TrialScheduler.STOP
+    # Nothing is judged before step 4 (the first evaluation); there a worse trial is stopped, a better one goes on.
+    assert decisions(("a", 3, 20.0), ("b", 3, 1.0), ("a", 4, 20.0), ("b", 4, 1.0), ("c", 4, 30.0)) == [go, go, go, stop, go]
+    assert decisions(("a", 4, 20.0), ("b", 4, None)) == [go, go]  # a report without the metric is never judged
+    # A second rung at train.steps: a trial reaching step 8 is judged afresh there (kept, first at the rung)...
+    assert decisions(("a", 4, 20.0), ("b", 8, 1.0)) == [go, go]
+    # ...and none beyond it: step 16 is judged at the rung of 8. The first to reach step 8 is not stopped there.
+    assert decisions(("a", 8, 20.0), ("b", 16, 1.0)) == [go, stop]
 
 
 def test_divergence_is_the_loop_flag_or_a_non_finite_loss():

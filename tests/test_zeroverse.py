@@ -236,7 +236,9 @@ def test_wireframe_adds_tubes_of_the_stated_radius(object_id: int) -> None:
     points, edges = wireframe.skeleton(wire)
     points = (points - center) * scale
     radius = wire["radius"] * scale
-    assert cfg.wire_radius_range[0] <= wire["radius"] <= cfg.wire_radius_range[1]
+    # Blender's thickness is the full strut width: the tube radius is half of it.
+    assert cfg.wire_thickness_range[0] <= wire["thickness"] <= cfg.wire_thickness_range[1]
+    assert wire["radius"] == pytest.approx(wire["thickness"] / 2)
     tube = obj.scene.geometry["wireframe"]
     # Tubes are laid out edge by edge; every vertex lies exactly `radius` from its own edge (the segment
     # extended by the radius at both ends, so the caps close the joints).
@@ -267,7 +269,7 @@ def test_stages_use_independent_streams() -> None:
         ("zeroverse.p_boolean=2", "zeroverse.p_boolean"),
         ("zeroverse.p_bool=0.5", "zeroverse.p_bool"),
         ("zeroverse.cutter_primitives=[pyramid]", "zeroverse.cutter_primitives"),
-        ("zeroverse.wire_radius_range=[0.03, 0.01]", "zeroverse.wire_radius_range"),
+        ("zeroverse.wire_thickness_range=[0.03, 0.01]", "zeroverse.wire_thickness_range"),
         ("zeroverse.mesh_resolution=2", "zeroverse.mesh_resolution"),
         ("zeroverse.texture.source=folder", "zeroverse.texture"),
     ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from zv_ray.config import ClusterConfig
@@ -20,7 +21,9 @@ def init_ray(cluster: ClusterConfig) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = cluster.ray_address or os.environ.get("RAY_ADDRESS")
     # Forwarded so every worker sees them: GL platform choice and the failure-drill hook.
-    forwarded = ("ZV_RAY_GL", "PYOPENGL_PLATFORM", "ZV_RAY_FAULT_AT_STEP", "ZV_RAY_FAULT_MARKER", "TORCH_HOME")
+    forwarded = ("ZV_RAY_GL", "PYOPENGL_PLATFORM", "TORCH_HOME", "ZV_RAY_FAULT_AT_STEP", "ZV_RAY_FAULT_MARKER", "ZV_RAY_FAULT_KIND")
+    # Storage and tracking credentials the driver was given reach the workers too (S3-compatible endpoints included).
+    forwarded += tuple(k for k in os.environ if k.startswith(("AWS_", "GOOGLE_", "MLFLOW_")))
     env_vars = {
         "RAY_USAGE_STATS_ENABLED": "0",
         # glibc: keep large tensors out of mmap/trim churn; CPU steps run ~20% faster (benchmarks/model.py).
@@ -29,17 +32,28 @@ def init_ray(cluster: ClusterConfig) -> None:
         **{k: os.environ[k] for k in forwarded if k in os.environ},
     }
     runtime_env = {"env_vars": env_vars}
+    # Quiet by default: worker output and Ray's library logs stay in the session's log folder (ray_log_folder()).
+    quiet = {"log_to_driver": cluster.verbose, "configure_logging": True,
+             "logging_level": "INFO" if cluster.verbose else "ERROR",
+             "logging_config": ray.LoggingConfig(log_level="INFO" if cluster.verbose else "WARNING")}
+    if not cluster.verbose:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is first imported
+        import ray.data  # noqa: F401 - it configures its loggers on import: quiet them after that
+
+        for name in ("ray", "ray.data", "ray.train", "ray.tune", "mlflow"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     if address:
         # Under `ray job submit` the job's runtime env (runtime_env.yaml) also sets env vars: merge, don't fail.
         os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        ray.init(address=address, runtime_env=runtime_env, **quiet)
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(
-        num_cpus=cluster.local_num_cpus,
-        include_dashboard=False,
-        runtime_env=runtime_env,
-        log_to_driver=True,
-        configure_logging=True,
-        logging_level="WARNING",
-    )
+    ray.init(num_cpus=cluster.local_num_cpus, include_dashboard=False, runtime_env=runtime_env, **quiet)
+
+
+def ray_log_folder() -> str:
+    """Where this Ray session keeps every worker's output and Ray's own logs."""
+    import ray
+
+    node = ray._private.worker._global_node  # no public API names the session folder
+    return os.path.join(node.get_session_dir_path(), "logs") if node is not None else "(see `ray logs`)"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -52,25 +54,36 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """'train.lr=1e-4' -> (['train', 'lr'], 1e-4); the value is parsed as YAML."""
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.lr=1e-4' -> ('train.lr', 1e-4); the value is parsed as YAML."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value (e.g. train.steps=100)")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def set_keys(data: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Copy of plain config data with dotted keys ('train.lr') set to values: the one dotted-key setter."""
+    data = copy.deepcopy(data)
+    for dotted, value in values.items():
+        *sections, leaf = dotted.split(".")
+        node = data
+        for part in sections:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"key {dotted}: {part} is not a section")
+        node[leaf] = plain(value)
+    return data
+
+
+def plain(value: Any) -> Any:
+    """numpy scalars (Tune samples them) -> Python values, so configs and MLflow params stay plain."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    data = json.loads(json.dumps(data))  # deep copy of plain YAML data
-    for text in overrides:
-        path, value = parse_override(text)
-        node = data
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {text!r}: {part} is not a section")
-        node[path[-1]] = value
-    return data
+    """Command-line 'section.key=value' texts applied in order (later ones win)."""
+    return set_keys(data, dict(parse_override(text) for text in overrides))
 
 
 def flatten(model: BaseModel, prefix: str = "") -> dict[str, Any]:

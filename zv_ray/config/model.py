@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from zv_ray.config.base import StrictModel
@@ -14,8 +16,18 @@ class ModelConfig(StrictModel):
     width: int = Field(1024, ge=8)
     depth: int = Field(24, ge=1)
     num_heads: int = Field(16, ge=1)
+    # MLP hidden width as a multiple of the transformer width (GS-LRM: 4).
     mlp_ratio: float = Field(4.0, gt=0)
-    # Depth along each pixel ray: t = near + (far - near) * sigmoid(x) (GS-LRM objects: 1.2 .. 4.2).
+    # Depth along each unit pixel ray. "relative": t = -o.d + depth_half_range * (2 sigmoid(x) - 1), a window
+    # centred on the ray's closest approach to the origin, kept at or above `min_depth` (FaceLift's shipped object
+    # config; it follows every camera distance, Zeroverse's r ~ U(1.5, 2.8) included). "fixed":
+    # t = near + (far - near) * sigmoid(x) (FaceLift's default 1.2 .. 4.2, which fits cameras at r = 2.7 only).
+    depth_mode: Literal["relative", "fixed"] = "relative"
+    # Half-width of the relative window (FaceLift: 1.8, enough for an object inside [-1, 1]^3) and the small
+    # near plane it is kept above (a camera 1.5 from the origin sees the box from 0.5 on).
+    depth_half_range: float = Field(1.8, gt=0)
+    min_depth: float = Field(0.1, gt=0)
+    # The fixed window (FaceLift's default: 1.2 .. 4.2); unused by the relative one.
     near: float = Field(1.2, gt=0)
     far: float = Field(4.2, gt=0)
     # Scale activation exp(min(s + scale_bias, scale_max_log)); opacity sigmoid(o + opacity_bias).
@@ -27,6 +39,9 @@ class ModelConfig(StrictModel):
     # bf16 autocast on CUDA; gradient checkpointing per transformer block.
     bf16: bool = True
     grad_checkpoint: bool = False
+    # Gaussian rasterizer: auto = gsplat on CUDA (required there), the torch one on CPU; "torch" also allows the
+    # slow torch rasterizer on CUDA; "gsplat" requires gsplat.
+    rasterizer: Literal["auto", "gsplat", "torch"] = "auto"
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":
@@ -38,7 +53,9 @@ class ModelConfig(StrictModel):
 
 
 class LossConfig(StrictModel):
-    # Loss = MSE + perceptual_weight * LPIPS(VGG). LRM-Zero: 0.2 (0.5 diverged on Zeroverse). 0 disables LPIPS.
+    # Loss = MSE + perceptual_weight * LPIPS(VGG16), 0 disables it. Not GS-LRM's term: its weight 0.5 (LRM-Zero:
+    # 0.2 on Zeroverse) multiplies a VGG19 feature loss (Chen & Koltun: weighted L1 over 5 layers), which has
+    # another scale than LPIPS, so the paper weights are a starting point here, not a reproduction.
     perceptual_weight: float = Field(0.2, ge=0)
     # Perceptual term is off before this step (GS-LRM: 5000 at 256 px).
     perceptual_start_step: int = Field(0, ge=0)

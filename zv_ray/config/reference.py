@@ -20,18 +20,23 @@ _FIELD = re.compile(r"^\s+(\w+)\s*:")
 
 
 def field_comments(model: type[BaseModel]) -> dict[str, str]:
-    """{field: the '# ...' lines directly above its declaration}."""
+    """{field: the '# ...' lines above its declaration}; one comment above consecutive fields describes them all."""
     comments: dict[str, str] = {}
     pending: list[str] = []
+    after_field = False
     for line in inspect.getsource(model).splitlines():
         stripped = line.strip()
         if stripped.startswith("#"):
+            pending = [] if after_field else pending
             pending.append(stripped.lstrip("# ").strip())
+            after_field = False
             continue
         match = _FIELD.match(line)
         if match and match.group(1) in model.model_fields:
             comments[match.group(1)] = " ".join(pending)
-        pending = []
+            after_field = True
+        else:
+            pending, after_field = [], False
     return comments
 
 

@@ -26,8 +26,11 @@ class RenderConfig(StrictModel):
     ring_elevations_deg: list[float] = Field(default_factory=lambda: [20.0])
     # Camera radius for the ring layout.
     ring_radius: float = Field(2.7, gt=0)
-    # GL platform: "auto" picks EGL where it works (GPU nodes, Mesa), else OSMesa.
+    # GL platform: "auto" picks EGL where it is hardware (GPU nodes), else OSMesa.
     backend: Literal["auto", "egl", "osmesa"] = "auto"
+    # Anti-aliasing, the same on every platform: render at supersample x the resolution per axis without
+    # multisampling, then average each block (soft edges on white, alpha = covered fraction; 1 = binary).
+    supersample: int = Field(2, ge=1, le=4)
     # "flat": albedo under uniform white light (like Cycles' uniform world light without AO); "lit": soft lights.
     shading: Literal["flat", "lit"] = "flat"
     # Per-object percentile tonemap like the official script.

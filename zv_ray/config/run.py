@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from zv_ray.config.base import ConfigError, StrictModel, apply_overrides, read_yaml, validate_dict
+from zv_ray.config.base import ConfigError, StrictModel, apply_overrides, flatten, read_yaml, set_keys, validate_dict
 from zv_ray.config.data import DataConfig
 from zv_ray.config.model import LossConfig, ModelConfig
 from zv_ray.config.render import RenderConfig
@@ -15,9 +15,17 @@ from zv_ray.config.train import ClusterConfig, MlflowConfig, TrainConfig
 from zv_ray.config.zeroverse import ZeroverseConfig
 
 
+# Every step-based field of every section: `step_scale` multiplies them together (gsplat's adjust_steps).
+STEP_FIELDS = ("train.steps", "train.stop_after", "train.warmup_steps", "train.checkpoint_every", "train.log_every",
+               "train.image_every", "train.eval_every", "loss.perceptual_start_step")
+
+
 class RunConfig(StrictModel):
     # Global seed: every object is a pure function of (seed, object id, zeroverse config).
     seed: int = Field(0, ge=0)
+    # Multiplies every step-based field (train.steps, stop_after, warmup and every interval, loss.perceptual_start_step)
+    # when the config is loaded, so a run is shortened or lengthened in one knob; the loaded config then reads 1.
+    step_scale: float = Field(1.0, gt=0)
     zeroverse: ZeroverseConfig = Field(default_factory=ZeroverseConfig)
     render: RenderConfig = Field(default_factory=RenderConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -46,8 +54,19 @@ def check_training_views(cfg: RunConfig) -> None:
         )
 
 
+def scale_steps(cfg: RunConfig) -> RunConfig:
+    """`cfg` with every STEP_FIELDS value multiplied by cfg.step_scale (intervals at least 1), step_scale reset to 1."""
+    if cfg.step_scale == 1:
+        return cfg
+    flat = flatten(cfg)
+    floor = {"train.warmup_steps": 0, "loss.perceptual_start_step": 0}
+    scaled = {k: max(floor.get(k, 1), round(flat[k] * cfg.step_scale)) for k in STEP_FIELDS if flat[k] is not None}
+    data = set_keys(cfg.model_dump(mode="json"), {**scaled, "step_scale": 1.0})
+    return validate_dict(RunConfig, data, source=f"step_scale={cfg.step_scale}")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """YAML file (or defaults) + 'section.key=value' overrides -> validated RunConfig."""
+    """YAML file (or defaults) + 'section.key=value' overrides -> validated RunConfig (steps scaled by step_scale)."""
     data: dict[str, Any] = read_yaml(path) if path else {}
     data = apply_overrides(data, overrides or [])
-    return validate_dict(RunConfig, data, source=str(path) if path else "<defaults>")
+    return scale_steps(validate_dict(RunConfig, data, source=str(path) if path else "<defaults>"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from zv_ray.config.base import StrictModel
@@ -19,6 +21,10 @@ class TrainConfig(StrictModel):
     # Input views and extra supervision views per object (GS-LRM: 4 + 4; inputs are supervised too).
     num_input_views: int = Field(4, ge=1)
     num_target_views: int = Field(4, ge=0)
+    # How the target views are drawn: "near_input" (GS-LRM) from views whose direction is within
+    # target_max_angle_deg of some input (topped up with the nearest others), "uniform" from all the rest.
+    target_views: Literal["near_input", "uniform"] = "near_input"
+    target_max_angle_deg: float = Field(60.0, gt=0, le=180)
     # AdamW (GS-LRM: lr 4e-4 at 256 px, betas 0.9/0.95, weight decay 0.05).
     lr: float = Field(4e-4, gt=0)
     betas: tuple[float, float] = (0.9, 0.95)
@@ -53,11 +59,6 @@ class TrainConfig(StrictModel):
             raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds steps ({self.steps})")
         return self
 
-    def scaled(self, factor: float) -> "TrainConfig":
-        """Every step-based field scaled together (gsplat's adjust_steps), so a run shortens in one knob."""
-        fields = ("steps", "warmup_steps", "checkpoint_every", "log_every", "image_every", "eval_every")
-        return self.model_copy(update={f: max(1 if f != "warmup_steps" else 0, int(getattr(self, f) * factor)) for f in fields})
-
 
 class ClusterConfig(StrictModel):
     # Ray address: None starts (or joins, under `ray job submit`) the local/current cluster.
@@ -78,9 +79,13 @@ class ClusterConfig(StrictModel):
     max_failures: int = Field(2, ge=-1)
     # Checkpoints kept.
     num_checkpoints_to_keep: int = Field(2, ge=1)
+    # Show Ray's own output (worker stdout, Ray Data/Train/Tune logs) on the console; off, it stays in Ray's
+    # session log folder and the console shows one progress display and a summary (`--verbose` sets it).
+    verbose: bool = False
 
 
 class MlflowConfig(StrictModel):
     # Tracking URI; None uses $MLFLOW_TRACKING_URI or sqlite:///<storage_path>/mlflow.db.
     tracking_uri: str | None = None
+    # MLflow experiment the runs are grouped under.
     experiment: str = "zv-ray"

@@ -55,8 +55,8 @@ class ZeroverseConfig(StrictModel):
     cutter_primitives: list[Primitive] = Field(default_factory=lambda: list(ALL_PRIMITIVES))
     # Primitive shapes turned into wireframes (official: all five, uniformly).
     wire_primitives: list[Primitive] = Field(default_factory=lambda: list(ALL_PRIMITIVES))
-    # Radius range of wireframe tubes.
-    wire_radius_range: tuple[float, float] = (0.01, 0.03)
+    # Blender wireframe thickness range: the full width of a strut (official 0.01 .. 0.03); tube radius is half.
+    wire_thickness_range: tuple[float, float] = (0.01, 0.03)
     texture: TextureConfig = Field(default_factory=TextureConfig)
 
     @field_validator("primitives", "cutter_primitives", "wire_primitives")
@@ -77,7 +77,7 @@ class ZeroverseConfig(StrictModel):
             raise ValueError("part_count_weights must be non-negative with a positive sum")
         return v
 
-    @field_validator("semi_axis_range", "augment_size_range", "wire_radius_range")
+    @field_validator("semi_axis_range", "augment_size_range", "wire_thickness_range")
     @classmethod
     def _ordered_positive(cls, v: tuple[float, float]) -> tuple[float, float]:
         lo, hi = v

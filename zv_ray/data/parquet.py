@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from zv_ray.data.schema import SCHEMA, RecordError, row_to_record, schema_mismatch
+from zv_ray.io import storage
 from zv_ray.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -31,36 +32,45 @@ def shard_name(table: pa.Table) -> str:
     return f"shard-{first:012d}{SHARD_SUFFIX}"
 
 
-def write_shard(table: pa.Table, out_dir: str | Path) -> Path:
-    """Write `table` as one shard, atomically: readers never see a partial file under a shard name."""
+def write_shard(table: pa.Table, out_dir: str | Path) -> str:
+    """Write `table` as one shard, atomically: readers never see a partial file under a shard name.
+
+    Locally a temp file is renamed into place; an object store (s3://, gs://) publishes the object on close."""
     if table.num_rows == 0:
         raise ValueError("refusing to write an empty shard")
     if (diff := schema_mismatch(table.schema)) is not None:
         raise ValueError(f"table does not match the dataset schema: {diff}")
-    final = Path(out_dir) / shard_name(table)
+    table = table.replace_schema_metadata(SCHEMA.metadata)
+    final = storage.join(out_dir, shard_name(table))
     # A retried writer replaces its own shard with identical rows.
-    with atomic_path(final) as tmp:
-        pq.write_table(table.replace_schema_metadata(SCHEMA.metadata), tmp, row_group_size=ROW_GROUP_OBJECTS)
+    if not storage.is_remote(final):
+        with atomic_path(final) as tmp:
+            pq.write_table(table, tmp, row_group_size=ROW_GROUP_OBJECTS)
+        return final
+    fs, inner = storage.filesystem(final)
+    with fs.open_output_stream(inner) as stream:
+        pq.write_table(table, stream, row_group_size=ROW_GROUP_OBJECTS)
     return final
 
 
-def shard_paths(path: str | Path) -> list[Path]:
-    """A shard file, or every shard in a folder (hidden temp files excluded), sorted."""
-    path = Path(path)
-    if path.is_file():
+def shard_paths(path: str | Path) -> list[str]:
+    """A shard file, or every shard in a folder (hidden temp files excluded), sorted; local or remote."""
+    path = storage.absolute(path)
+    if storage.is_file(path):
         return [path]
-    if not path.is_dir():
+    if not storage.is_dir(path):
         raise FileNotFoundError(f"no dataset at {path} (expected a folder of {SHARD_SUFFIX} shards)")
-    shards = sorted(p for p in path.glob(f"*{SHARD_SUFFIX}") if not p.name.startswith("."))
+    shards = storage.list_files(path, SHARD_SUFFIX)
     if not shards:
         raise FileNotFoundError(f"no {SHARD_SUFFIX} shards in {path}")
     return shards
 
 
-def open_shard(path: Path) -> pq.ParquetFile:
+def open_shard(path: str) -> pq.ParquetFile:
     """Open and check a shard's footer and schema; CorruptShardError names the file."""
+    fs, inner = storage.filesystem(path)
     try:
-        shard = pq.ParquetFile(path)
+        shard = pq.ParquetFile(fs.open_input_file(inner))
     except (pa.ArrowException, OSError) as err:
         raise CorruptShardError(
             f"{path}: not a readable Parquet file ({err}); it is truncated or damaged: delete it and regenerate, "
@@ -71,7 +81,7 @@ def open_shard(path: Path) -> pq.ParquetFile:
     return shard
 
 
-def valid_shards(path: str | Path, on_corrupt: Literal["fail", "skip"] = "fail") -> list[Path]:
+def valid_shards(path: str | Path, on_corrupt: Literal["fail", "skip"] = "fail") -> list[str]:
     """Shards whose footer and schema check out; corrupt ones raise, or are skipped with a warning."""
     good = []
     for shard in shard_paths(path):
@@ -102,7 +112,7 @@ def read_shards(path: str | Path, on_corrupt: Literal["fail", "skip"] = "fail") 
             log.warning("skipping (the rest of) corrupt shard: %s", err)
 
 
-def _read_shard(path: Path) -> Iterator[dict[str, Any]]:
+def _read_shard(path: str) -> Iterator[dict[str, Any]]:
     shard = open_shard(path)
     row = 0
     for group in range(shard.num_row_groups):

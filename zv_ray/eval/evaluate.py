@@ -1,6 +1,10 @@
 """Score a model on evaluation objects: predict Gaussians from the input views, splat the test views,
 PSNR / SSIM / LPIPS per test view, averaged per object, then over objects (the paper's GSO table).
 
+Beside every score stands the all-white image's score on the same test views, and the PSNR margin over it:
+objects cover a small part of a white frame, so white alone scores ~15 dB, and an untrained model is no
+baseline (it renders grey, ~7 dB).
+
 `evaluate_objects` is the in-training hook (rank 0, every K steps, on views pre-rendered once by
 `zv_ray.eval.prepare.prepare_eval_views`); `zv-ray eval` uses `evaluate_object` to keep the images.
 """
@@ -17,8 +21,13 @@ from torch import Tensor
 
 from zv_ray.config import RunConfig
 from zv_ray.eval.prepare import EvalObject
+from zv_ray.inference.predict import predict_and_render
 
 METRICS = ("psnr", "ssim", "lpips")
+# The predict-white baseline: the background colour everywhere.
+WHITE = "white"
+MARGIN = "psnr_over_white"  # psnr - white_psnr, dB
+SCORE_KEYS = (*METRICS, *(f"{WHITE}_{m}" for m in METRICS), MARGIN)
 # LPIPS(VGG) on many full-resolution views at once is memory-hungry: score in chunks.
 _LPIPS_CHUNK = 16
 
@@ -29,12 +38,20 @@ class ObjectResult:
     psnr: float  # mean over test views (inf only if every view is pixel-exact)
     ssim: float
     lpips: float | None  # None when LPIPS is unavailable
+    white: dict[str, float | None]  # the same metrics for an all-white image at the same test views
     inputs: Tensor  # [Vin, 3, H, W] in [0, 1], CPU
     pred: Tensor  # [Vt, 3, H, W]
     target: Tensor  # [Vt, 3, H, W]
 
+    @property
+    def margin(self) -> float:
+        """PSNR over the all-white image, dB."""
+        return self.psnr - self.white["psnr"]
+
     def scores(self) -> dict[str, float | None]:
-        return {"psnr": self.psnr, "ssim": self.ssim, "lpips": self.lpips}
+        """Every SCORE_KEYS entry."""
+        white = {f"{WHITE}_{m}": v for m, v in self.white.items()}
+        return {"psnr": self.psnr, "ssim": self.ssim, "lpips": self.lpips, **white, MARGIN: self.margin}
 
 
 def load_lpips_or_reason(cfg: RunConfig, device: torch.device | str) -> tuple[torch.nn.Module | None, str | None]:
@@ -80,29 +97,28 @@ def evaluate_object(
     model: torch.nn.Module, obj: EvalObject, cfg: RunConfig, lpips_net: torch.nn.Module | None = None
 ) -> ObjectResult:
     """One object, scored on its test views (call under `inference`)."""
-    from zv_ray.train.loop import predict_and_render  # lazy: the training loop imports this module
-
     device = next(model.parameters()).device
     batch = obj.batch(cfg.train.resolution).to(device)
     pred = predict_and_render(model, batch, cfg)[0, batch.num_inputs :].float().clamp(0, 1)  # [Vt, 3, H, W]
     target = batch.images[0, batch.num_inputs :]
-    scores = image_scores(pred, target, lpips_net)
-    mean = {k: float(v.mean()) for k, v in scores.items()}
+    mean = {k: float(v.mean()) for k, v in image_scores(pred, target, lpips_net).items()}
+    white = {k: float(v.mean()) for k, v in image_scores(torch.ones_like(target), target, lpips_net).items()}
     return ObjectResult(
         name=obj.name, psnr=mean["psnr"], ssim=mean["ssim"], lpips=mean.get("lpips"),
-        inputs=batch.input_images[0].cpu(), pred=pred.cpu(), target=target.cpu(),
+        white={m: white.get(m) for m in METRICS}, inputs=batch.input_images[0].cpu(), pred=pred.cpu(), target=target.cpu(),
     )
 
 
 def mean_scores(scores: Iterable[dict[str, float | None]]) -> dict[str, float | None]:
-    """Per-metric means over objects; None for a metric that some object lacks (LPIPS unavailable)."""
+    """Means over objects of every SCORE_KEYS entry; None for one that some object lacks (LPIPS unavailable)."""
     scores = list(scores)
-    values = {m: [s[m] for s in scores] for m in METRICS}
+    values = {m: [s.get(m) for s in scores] for m in SCORE_KEYS}
     return {m: float(np.mean(v)) if v and all(x is not None for x in v) else None for m, v in values.items()}
 
 
 def summarize(scores: Iterable[dict[str, float | None]], prefix: str) -> dict[str, float]:
-    """Means over objects as metrics: {'<prefix>/psnr', '<prefix>/ssim', '<prefix>/lpips' (when every object has it)}."""
+    """Means over objects as metrics: {'<prefix>/psnr', ..., '<prefix>/white_psnr', ..., '<prefix>/psnr_over_white'}
+    (LPIPS keys only when every object has it)."""
     return {f"{prefix}/{m}": v for m, v in mean_scores(scores).items() if v is not None}
 
 
@@ -113,7 +129,8 @@ def evaluate_objects(
     lpips_net: torch.nn.Module | None = None,
     prefix: str = "gso",
 ) -> dict[str, float]:
-    """Mean metrics over pre-rendered objects, for logging during training: {'gso/psnr': ..., ...}.
+    """Mean metrics over pre-rendered objects, for logging during training: {'gso/psnr': ..., 'gso/white_psnr': ...,
+    'gso/psnr_over_white': ...}.
 
     Takes a DDP-wrapped or bare model and leaves it in the mode it was in."""
     with inference(model) as bare:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from zv_ray.config import RunConfig
-from zv_ray.train.checkpoint import config_of, load_checkpoint, resolve_checkpoint_file
+from zv_ray.model.checkpoint import config_of, load_checkpoint, resolve_checkpoint_file
 
 
 @dataclass
@@ -16,7 +16,7 @@ class LoadedModel:
     model: torch.nn.Module  # GSLRM in eval mode on `device`
     cfg: RunConfig  # the config the checkpoint was trained with
     step: int
-    path: Path  # the checkpoint file actually read
+    path: str  # the checkpoint file actually read (local path or URI)
 
 
 def pick_device(name: str = "auto") -> torch.device:

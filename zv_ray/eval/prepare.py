@@ -21,7 +21,7 @@ from zv_ray.eval.gso import UpAxis, find_objects, load_object, object_name
 from zv_ray.eval.protocol import EvalProtocol, protocol_cameras
 from zv_ray.render.exposure import normalize_exposure
 from zv_ray.render.renderer import Renderer
-from zv_ray.train.views import ViewBatch, make_view_batch
+from zv_ray.inference.views import ViewBatch, make_view_batch
 
 
 @dataclass
@@ -85,13 +85,14 @@ def iter_real_objects(
 def iter_zeroverse_objects(
     cfg: RunConfig, count: int, protocol: EvalProtocol, *, renderer: Renderer | None = None
 ) -> Iterator[EvalObject]:
-    """`count` held-out Zeroverse objects (ids from data.val_first_object_id, disjoint from training)."""
+    """`count` held-out Zeroverse objects: ids from data.val_first_object_id (disjoint from training), generated
+    with the fixed data.val_zeroverse settings, not the training ones a sweep varies."""
     from zv_ray.zeroverse import generate_object
 
     first = cfg.data.val_first_object_id
     with _renderer_for(cfg, renderer) as r:
         for object_id in range(first, first + count):
-            obj = generate_object(cfg.seed, object_id, cfg.zeroverse)
+            obj = generate_object(cfg.seed, object_id, cfg.data.val_zeroverse)
             yield render_eval_object(f"zeroverse_{object_id}", obj.scene, protocol, cfg, r)
 
 

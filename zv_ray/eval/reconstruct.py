@@ -19,7 +19,7 @@ from zv_ray.config import RunConfig
 from zv_ray.eval.camera_file import frames_for_images, read_camera_file
 from zv_ray.eval.evaluate import inference
 from zv_ray.splat.gaussians import Gaussians
-from zv_ray.train.views import make_view_batch
+from zv_ray.inference.views import make_view_batch
 
 
 @dataclass

@@ -11,21 +11,26 @@ import numpy as np
 from rich.table import Table
 from torch import Tensor
 
-from zv_ray.eval.evaluate import mean_scores
+from zv_ray.eval.evaluate import MARGIN, WHITE, mean_scores
 
-Scores = dict[str, Any]  # {"object": name, "psnr": float, "ssim": float, "lpips": float | None}
-_COLUMNS = (("psnr", "PSNR ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.4f}"), ("lpips", "LPIPS ↓", "{:.4f}"))
+Scores = dict[str, Any]  # {"object": name, "psnr": float, ..., "white_psnr": float, ..., "psnr_over_white": float}
+_COLUMNS = (
+    ("psnr", "PSNR ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.4f}"), ("lpips", "LPIPS ↓", "{:.4f}"),
+    (f"{WHITE}_psnr", "white PSNR", "{:.2f}"), (f"{WHITE}_ssim", "white SSIM", "{:.4f}"),
+    (f"{WHITE}_lpips", "white LPIPS", "{:.4f}"), (MARGIN, "PSNR - white", "{:+.2f}"),
+)
 _GUTTER = 200  # light grey border around every tile, so white backgrounds stay apart
 
 
 def results_table(title: str, rows: list[Scores]) -> Table:
-    """Rich table: one row per object, then the mean; a missing metric (LPIPS without VGG weights) shows 'n/a'."""
+    """Rich table: one row per object, then the mean, each beside the all-white image's scores and the PSNR
+    margin over it; a missing metric (LPIPS without VGG weights) shows 'n/a'."""
     table = Table(title=title)
     table.add_column("Object")
     for _, header, _ in _COLUMNS:
         table.add_column(header, justify="right")
     def cells(scores: Scores) -> list[str]:
-        return [fmt.format(scores[key]) if scores[key] is not None else "n/a" for key, _, fmt in _COLUMNS]
+        return [fmt.format(scores[key]) if scores.get(key) is not None else "n/a" for key, _, fmt in _COLUMNS]
 
     for row in rows:
         table.add_row(row["object"], *cells(row))
@@ -46,7 +51,7 @@ def write_results(out_dir: Path, suites: dict[str, list[Scores]], meta: dict[str
         writer.writerow(["suite", "object", *[k for k, _, _ in _COLUMNS]])
         for suite, rows in suites.items():
             for row in [*rows, {"object": "mean", **mean_scores(rows)}]:
-                writer.writerow([suite, row["object"], *["" if row[k] is None else row[k] for k, _, _ in _COLUMNS]])
+                writer.writerow([suite, row["object"], *["" if row.get(k) is None else row[k] for k, _, _ in _COLUMNS]])
     return [json_path, csv_path]
 
 

@@ -17,13 +17,14 @@ from pathlib import Path
 
 from rich.console import Console
 
+from zv_ray.config.base import config_hash
 from zv_ray.eval.evaluate import evaluate_object, inference, load_lpips_or_reason, summarize
 from zv_ray.eval.gso import UpAxis
 from zv_ray.eval.loading import LoadedModel
 from zv_ray.eval.prepare import EvalObject, iter_real_objects, iter_zeroverse_objects
 from zv_ray.eval.protocol import EvalProtocol, heldout_cameras
 from zv_ray.eval.report import Scores, comparison_grid, results_table, write_results
-from zv_ray.eval.tracking import log_evaluation
+from zv_ray.tracking import log_evaluation
 from zv_ray.render.renderer import Renderer
 
 
@@ -84,10 +85,11 @@ def run_evaluation(
                 artifacts.append((grid, f"grids/{suite}"))
                 suites[suite].append({"object": obj.name, **result.scores()})
                 lp = "n/a" if result.lpips is None else f"{result.lpips:.4f}"
-                console.print(f"  {suite}  {obj.name}  PSNR {result.psnr:.2f}  SSIM {result.ssim:.4f}  LPIPS {lp}")
+                console.print(f"  {suite}  {obj.name}  PSNR {result.psnr:.2f}  SSIM {result.ssim:.4f}  LPIPS {lp}  "
+                              f"(white {result.white['psnr']:.2f}, margin {result.margin:+.2f} dB)")
 
     num_test = len(heldout_cameras(protocol, cfg.train.resolution)[0])
-    text = Console(file=io.StringIO(), record=True, width=110)
+    text = Console(file=io.StringIO(), record=True, width=160)
     for suite, rows in suites.items():
         title = (f"{suite}: {len(rows)} objects, {protocol.num_inputs} input views, {num_test} test views, "
                  f"{cfg.train.resolution} px, checkpoint step {loaded.step}")
@@ -103,6 +105,7 @@ def run_evaluation(
         "checkpoint": str(loaded.path), "checkpoint_step": str(loaded.step),
         "objects": str(objects_dir.resolve()) if objects_dir else "", "max_objects": str(max_objects),
         "zeroverse_objects": str(zeroverse), "zeroverse_first_id": str(cfg.data.val_first_object_id),
+        "zeroverse_config_hash": config_hash(cfg.data.val_zeroverse),
         "resolution": str(cfg.train.resolution), "render_resolution": str(cfg.render.resolution),
         "num_test_views": str(num_test), "lpips": "vgg" if lpips_net is not None else f"n/a: {lpips_reason}",
         **protocol.params(),

@@ -1,4 +1,4 @@
-"""Training loss (MSE + LPIPS) and evaluation metrics (PSNR, SSIM, LPIPS)."""
+"""Training loss (MSE + LPIPS standing in for GS-LRM's VGG19 feature loss) and evaluation metrics (PSNR, SSIM, LPIPS)."""
 
 from zv_ray.losses.metrics import lpips, psnr, ssim
 from zv_ray.losses.perceptual import LPIPS, LpipsWeightsMissing, load_lpips

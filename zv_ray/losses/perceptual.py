@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from zv_ray.io import storage
+
 VGG16_FILE = "vgg16-397923af.pth"
 VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
 # torchvision vgg16 'D' config up to relu5_3; LPIPS taps the ReLU after the last conv of each stage.
@@ -103,16 +105,18 @@ class LPIPS(nn.Module):
         return super().train(False)  # always frozen: dropout off, never fine-tuned
 
 
-def resolve_vgg_weights(vgg_weights: str | None = None) -> Path:
-    """The VGG16 weights file load_lpips would read (`vgg_weights`, else the torch hub cache); raises
-    LpipsWeightsMissing saying where to put it. Cheap: for failing before a cluster job starts."""
-    path = Path(vgg_weights).expanduser() if vgg_weights else default_vgg_path()
-    if not path.is_file():
+def resolve_vgg_weights(vgg_weights: str | None = None) -> str:
+    """The VGG16 weights file load_lpips would read (`vgg_weights`: a local path or an s3:// / gs:// object that
+    every node reads, else the torch hub cache); raises LpipsWeightsMissing saying where to put it. Cheap: for
+    failing before a cluster job starts, on the driver and on a trainer node (`zv-ray doctor`)."""
+    path = storage.absolute(vgg_weights or default_vgg_path())
+    if not storage.is_file(path):
         raise LpipsWeightsMissing(
             f"LPIPS needs torchvision's VGG16 ImageNet weights and found none at {path}. Download {VGG16_URL} "
             f"to {default_vgg_path()} (that is $TORCH_HOME/hub/checkpoints/{VGG16_FILE}; a machine with internet "
             f"fills it on torchvision.models.vgg16(weights='IMAGENET1K_V1')), or set loss.vgg_weights to the file's "
-            f"path; or set loss.perceptual_weight=0 to train without the perceptual term."
+            f"path or to an s3:// / gs:// copy every node can read; or set loss.perceptual_weight=0 to train without "
+            f"the perceptual term."
         )
     lpips_linear_path()
     return path
@@ -123,7 +127,8 @@ def load_lpips(vgg_weights: str | None = None, device: str | torch.device = "cpu
     from `vgg_weights` (a torchvision-format state dict) or the torch hub cache. Raises LpipsWeightsMissing."""
     path = resolve_vgg_weights(vgg_weights)
     net = LPIPS()
-    vgg_state = torch.load(path, map_location="cpu", weights_only=True)
+    with storage.local_copy(path) as local:
+        vgg_state = torch.load(local, map_location="cpu", weights_only=True)
     features = {k: v for k, v in vgg_state.items() if k.startswith("features.")}
     expected = net.vgg.state_dict()
     wrong = {k: tuple(v.shape) for k, v in features.items() if k in expected and v.shape != expected[k].shape}

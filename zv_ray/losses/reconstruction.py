@@ -1,4 +1,12 @@
-"""The GS-LRM training loss: MSE + w * LPIPS(VGG) (GS-LRM w = 0.5; LRM-Zero 0.2 on Zeroverse)."""
+"""The training loss: MSE + w * LPIPS(VGG16).
+
+GS-LRM's own perceptual term (w = 0.5; LRM-Zero 0.2 on Zeroverse) is a VGG19 feature loss in the style of
+Chen & Koltun (weighted L1 between VGG19 activations at 5 layers), not LPIPS; LPIPS stands in for it here
+(no VGG19 weights are shipped), so its weight does not carry over one-to-one.
+
+The MSE is taken on the unclamped render: clamping it to [0, 1] would stop the gradient of any pixel that
+overshoots white (colours are clamped at 0 only); the metrics clamp.
+"""
 
 from __future__ import annotations
 

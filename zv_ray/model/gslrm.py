@@ -6,12 +6,13 @@ GS-LRM (Zhang et al., arXiv 2404.19702), as in the public FaceLift code (weijiel
 - LayerNorm on the tokens, then pre-LN blocks (no biases, GELU MLP x4) whose self-attention spans every
   view's tokens at once (F.scaled_dot_product_attention: flash attention on GPU);
 - head LayerNorm + Linear(d -> 64 * 12, no bias), unpatchified to per-pixel Gaussian parameters;
-- activations: depth t = near + (far - near) * sigmoid(x) along the pixel's unit ray (FaceLift's default
-  (2 sigmoid(x) - 1) * 1.5 + 2.7 for near 1.2, far 4.2), centre o + t d clamped to the object box,
-  scale exp(min(s - 2.3, -1.2)), opacity sigmoid(o - 2.0), normalized wxyz quaternion, colour from one SH
-  degree-0 coefficient (0.5 + C0 f, clamped to [0, 1]);
-- every Linear N(0, 0.02) (nanoGPT init). At step 0 the Gaussians sit at mid-depth (t ~ 2.7), scale ~0.1,
-  opacity ~0.12, grey: a soft, non-degenerate render.
+- activations: depth along the pixel's unit ray t = -o.d + 1.8 (2 sigmoid(x) - 1), a window centred on the
+  ray's closest approach to the origin, kept above a small near plane (FaceLift's object config; the fixed
+  window t = near + (far - near) sigmoid(x), FaceLift's default 1.2 .. 4.2, is `depth_mode: fixed`), centre
+  o + t d clamped to the object box, scale exp(min(s - 2.3, -1.2)), opacity sigmoid(o - 2.0), normalized wxyz
+  quaternion, colour from one SH degree-0 coefficient (0.5 + C0 f, clamped at 0 only);
+- every Linear N(0, 0.02) (nanoGPT init). At step 0 the Gaussians sit mid-window (near the origin's depth),
+  scale ~0.1, opacity ~0.12, grey: a soft, non-degenerate render.
 """
 
 from __future__ import annotations
@@ -91,19 +92,25 @@ class GSLRM(nn.Module):
         # Patchify: [B, V, 9, H, W] -> [B, V * h/p * w/p, p * p * 9] with (row, column, channel) inside a patch.
         x = x.reshape(b, v, 9, h // p, p, w // p, p).permute(0, 1, 3, 5, 4, 6, 2).reshape(b, -1, p * p * 9)
 
-        with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16 and images.is_cuda):
+        with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=self.uses_bf16(images)):
             x = self.ln_in(self.embed(x))
             for block in self.blocks:
                 if self.cfg.grad_checkpoint and torch.is_grad_enabled():
                     x = checkpoint(block, x, use_reentrant=False)
                 else:
                     x = block(x)
-            raw = self.head(self.ln_out(x)).float()  # [B, tokens, p * p * 12]
+        # Head in fp32: bf16 depth quantizes to 0.2-0.5 px of reprojection jitter at 256-512 px.
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            raw = self.head(self.ln_out(x.float()))  # [B, tokens, p * p * 12]
 
         # Unpatchify to one parameter vector per input pixel, in (view, row, column) order.
         raw = raw.reshape(b, v, h // p, w // p, p, p, GAUSSIAN_CHANNELS).permute(0, 1, 2, 4, 3, 5, 6)
         raw = raw.reshape(b, v * h * w, GAUSSIAN_CHANNELS)
         return self.activate(raw, origins.reshape(b, -1, 3), dirs.reshape(b, -1, 3))
+
+    def uses_bf16(self, images: Tensor) -> bool:
+        """The transformer trunk in bf16: on CUDA, when model.bf16."""
+        return self.cfg.bf16 and images.is_cuda
 
     def activate(
         self,
@@ -113,7 +120,12 @@ class GSLRM(nn.Module):
     ) -> Gaussians:
         cfg = self.cfg
         depth, sh0, scale, quat, opacity = raw.split([1, 3, 3, 4, 1], dim=-1)
-        t = cfg.near + (cfg.far - cfg.near) * torch.sigmoid(depth)
+        if cfg.depth_mode == "relative":
+            # Centred on the ray's closest approach to the origin, so every camera distance sees the whole box.
+            closest = -(origins * dirs).sum(-1, keepdim=True)  # [B, N, 1]
+            t = (closest + cfg.depth_half_range * (2 * torch.sigmoid(depth) - 1)).clamp(min=cfg.min_depth)
+        else:
+            t = cfg.near + (cfg.far - cfg.near) * torch.sigmoid(depth)
         means = origins + t * dirs
         if cfg.position_clamp > 0:
             means = means.clamp(-cfg.position_clamp, cfg.position_clamp)
@@ -122,7 +134,9 @@ class GSLRM(nn.Module):
             scales=torch.exp((scale + cfg.scale_bias).clamp(max=cfg.scale_max_log)),
             quats=F.normalize(quat, dim=-1),
             opacities=torch.sigmoid(opacity[..., 0] + cfg.opacity_bias),
-            colors=(0.5 + SH_C0 * sh0).clamp(0, 1),
+            # Clamped at 0 only: a [0, 1] clamp has no gradient at 1, the white background every Gaussian starts
+            # near; the rendered image is clamped where it is scored.
+            colors=(0.5 + SH_C0 * sh0).clamp(min=0),
         )
 
 

@@ -4,17 +4,21 @@ PyOpenGL binds its platform once, at first import, from $PYOPENGL_PLATFORM; so t
 made before anything imports pyrender or OpenGL, and it cannot change later in the same process.
 Precedence: $ZV_RAY_GL=egl|osmesa, then RenderConfig.backend; under "auto" a $PYOPENGL_PLATFORM that is
 already egl or osmesa is kept (the process's platform is chosen), else EGL is probed and used when its
-context is hardware. Mesa's software EGL (llvmpipe) works too, but renders with 4x multisampling: on a
-CPU it is ~2.7x slower per view than OSMesa (benchmarks/render.py), so "auto" takes OSMesa there.
+context is hardware. Mesa's software EGL (llvmpipe) works too, ~15-30% slower than OSMesa on a CPU
+(benchmarks/render.py), so "auto" takes OSMesa there. Both render the same pixels: the Renderer turns off
+EGL's multisampling (OSMesa has none) and supersamples on both.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import subprocess
 import sys
 from typing import Literal
+
+from zv_ray.render.egl_device import reserved_gpus
 
 Backend = Literal["egl", "osmesa"]
 _BACKENDS: tuple[Backend, ...] = ("egl", "osmesa")
@@ -58,10 +62,38 @@ def resolve_backend(requested: str = "auto") -> Backend:
         preset = os.environ.get("PYOPENGL_PLATFORM")
         if preset in _BACKENDS:
             return preset  # type: ignore[return-value]
+        if reserved_gpus() == []:  # a Ray task or actor that reserved no GPU: leave the node's GPUs to others
+            return "osmesa"
         return "egl" if egl_is_hardware() else "osmesa"
     if choice not in _BACKENDS:
         raise ValueError(f"render backend {choice!r} is not one of auto, {', '.join(_BACKENDS)}")
     return choice  # type: ignore[return-value]
+
+
+def key_osmesa_contexts_by_address() -> None:
+    """Make PyOpenGL's OSMesa platform name the current context by its address, as its EGL platform does.
+
+    It returns a fresh ctypes pointer object per call, which hashes by identity, so every cache keyed on
+    the current context misses: pyrender's shader-program cache compiled (and kept) a new program per
+    view, ~1.1 MB of JIT code each (13.7 MB per 12-view object, never freed) and a compile per view.
+    Call after OpenGL is imported with PYOPENGL_PLATFORM=osmesa; idempotent."""
+    from OpenGL import platform
+
+    by_address = ctypes.CFUNCTYPE(ctypes.c_void_p)(("OSMesaGetCurrentContext", platform.PLATFORM.OSMesa))
+    # contextdata reads the module-level name that PLATFORM.install copied: replace both.
+    platform.GetCurrentContext = platform.PLATFORM.GetCurrentContext = by_address
+
+
+def single_sample_framebuffers(pyrender_module) -> None:
+    """pyrender's offscreen framebuffers (EGL) always multisample 4x, and OSMesa cannot: ask for 0 samples
+    (a plain renderbuffer, as glRenderbufferStorage makes), so both platforms rasterize at pixel centres and
+    the Renderer's supersampling is the one edge treatment everywhere. Idempotent; this process only."""
+    from OpenGL.GL import glRenderbufferStorageMultisample
+
+    def _no_samples(target, _samples, internal_format, width, height):
+        glRenderbufferStorageMultisample(target, 0, internal_format, width, height)
+
+    pyrender_module.renderer.glRenderbufferStorageMultisample = _no_samples
 
 
 def activate(requested: str = "auto") -> Backend:

@@ -2,9 +2,10 @@
 
 One Renderer owns one OffscreenRenderer (one GL context) and reuses it across objects: creating a
 context and compiling shaders costs far more than a view; pyrender frees the previous scene's GPU
-buffers when the next scene renders. Images come back composited on white, with the pixel's coverage
-as alpha: soft on EGL (4x multisampling), binary on OSMesa (no multisampling, and its RGBA readback
-returns RGB only, so coverage comes from depth there). Both are centred on the pixel centre.
+buffers when the next scene renders. One edge treatment on every GL platform: no multisampling (OSMesa
+has none; EGL's is turned off), each view rendered at `supersample` x the resolution per axis, then every
+s x s block averaged: RGB composited on white, and alpha as the fraction of the block's samples that hit
+a surface (depth > 0; OSMesa reads back RGB only). Sample centres average to the pixel centre.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import trimesh
 from zv_ray.config.render import RenderConfig
 from zv_ray.render import gl
 from zv_ray.render.cameras import opencv_to_opengl
+from zv_ray.render.egl_device import select_egl_device
 
 # Clip planes around cameras 1.5..2.8 from an object inside about [-1, 1]^3.
 _ZNEAR, _ZFAR = 0.05, 20.0
@@ -29,8 +31,15 @@ _LIT_AMBIENT, _LIT_HEADLIGHT = 0.35, 2.0
 @dataclass
 class RenderResult:
     rgb: np.ndarray  # [V, H, W, 3] uint8, composited on white
-    alpha: np.ndarray  # [V, H, W] uint8 pixel coverage
-    depth: np.ndarray | None  # [V, H, W] float32 camera z (0 on background), when requested
+    alpha: np.ndarray  # [V, H, W] uint8 pixel coverage (covered samples / s^2)
+    depth: np.ndarray | None  # [V, H, W] float32 mean camera z of the covered samples (0 on background), when requested
+
+
+def block_mean(images: np.ndarray, s: int) -> np.ndarray:  # [..., s*H, s*W, C] -> [..., H, W, C] float32
+    """Average every s x s block: a box filter over each output pixel's footprint."""
+    *lead, h, w, c = images.shape
+    blocks = images.reshape(*lead, h // s, s, w // s, s, c)
+    return blocks.mean(axis=(-4, -2), dtype=np.float32)
 
 
 class Renderer:
@@ -42,27 +51,37 @@ class Renderer:
         backend: Literal["auto", "egl", "osmesa"] = "auto",
         shading: Literal["flat", "lit"] = "flat",
         depth: bool = False,
+        supersample: int = 2,
     ) -> None:
         if shading not in ("flat", "lit"):
             raise ValueError(f"shading must be 'flat' or 'lit', got {shading!r}")
+        if supersample < 1:
+            raise ValueError(f"supersample must be at least 1, got {supersample}")
         self.backend = gl.activate(backend)
         import pyrender  # after gl.activate: PyOpenGL binds its platform at import
+
+        if self.backend == "osmesa":
+            gl.key_osmesa_contexts_by_address()
+        else:
+            gl.single_sample_framebuffers(pyrender)
 
         self._pyrender = pyrender
         self.resolution = resolution
         self.shading = shading
         self.depth = depth
-        self._flags = pyrender.RenderFlags.RGBA
-        if shading == "flat":
-            self._flags |= pyrender.RenderFlags.FLAT
+        self.supersample = supersample
+        # RGB only: coverage comes from depth on every platform (OSMesa cannot read back alpha).
+        self._flags = pyrender.RenderFlags.FLAT if shading == "flat" else pyrender.RenderFlags.NONE
         # A GL context belongs to the thread that made it current, and Ray Data constructs a callable
         # class on one thread but calls it on another: so the context is made by the first render.
         self._gl: Any = None
         self._thread: int | None = None
 
     @classmethod
-    def from_config(cls, cfg: RenderConfig) -> "Renderer":
-        return cls(cfg.resolution, backend=cfg.backend, shading=cfg.shading, depth=cfg.depth)
+    def from_config(cls, cfg: RenderConfig, resolution: int | None = None) -> "Renderer":
+        """A renderer for `cfg`, at `resolution` instead of cfg.resolution when given (the training stream's)."""
+        size = resolution or cfg.resolution
+        return cls(size, backend=cfg.backend, shading=cfg.shading, depth=cfg.depth, supersample=cfg.supersample)
 
     def render(
         self,
@@ -73,8 +92,11 @@ class Renderer:
         pr = self._pyrender
         if len(intrinsics) != len(c2w):
             raise ValueError(f"got {len(intrinsics)} intrinsics but {len(c2w)} poses")
+        s = self.supersample
         if self._gl is None:
-            self._gl = pr.OffscreenRenderer(self.resolution, self.resolution)
+            if self.backend == "egl":
+                select_egl_device()  # the GPU Ray reserved for this process, not every actor on device 0
+            self._gl = pr.OffscreenRenderer(self.resolution * s, self.resolution * s)
             self._thread = threading.get_ident()
         elif self._thread != threading.get_ident():
             raise RuntimeError("Renderer.render called from another thread than its first render (GL is per thread)")
@@ -95,15 +117,19 @@ class Renderer:
         alpha = np.empty((views, size, size), dtype=np.uint8)
         depth = np.empty((views, size, size), dtype=np.float32) if self.depth else None
         poses = opencv_to_opengl(np.asarray(c2w, dtype=np.float64))
+        # Pixel coordinates scale with the image (centres at +0.5 in both): the supersampled camera is K * s.
+        fine = np.asarray(intrinsics, dtype=np.float64) * s
         for i in range(views):
-            camera.fx, camera.fy, camera.cx, camera.cy = (float(x) for x in intrinsics[i])
+            camera.fx, camera.fy, camera.cx, camera.cy = (float(x) for x in fine[i])
             pr_scene.set_pose(cam_node, poses[i])
-            color, z = self._gl.render(pr_scene, flags=self._flags)
-            rgb[i] = color[..., :3]
-            # Depth is one sample of the multisampled buffer (off-centre), so prefer the resolved alpha.
-            alpha[i] = color[..., 3] if color.shape[-1] == 4 else np.where(z > 0, 255, 0)
+            color, z = self._gl.render(pr_scene, flags=self._flags)  # [sH, sW, 3] uint8, [sH, sW] float32
+            hit = (z > 0)[..., None]  # [sH, sW, 1]
+            rgb[i] = np.round(block_mean(color, s))
+            cover = block_mean(hit, s)[..., 0]  # [H, W] in [0, 1]
+            alpha[i] = np.round(cover * 255.0)
             if depth is not None:
-                depth[i] = z
+                z_sum = block_mean(z[..., None], s)[..., 0]
+                depth[i] = np.divide(z_sum, cover, out=np.zeros_like(z_sum), where=cover > 0)
         return RenderResult(rgb=rgb, alpha=alpha, depth=depth)
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ class Gaussians:
     scales: Tensor  # [B, N, 3] activated standard deviations, world units
     quats: Tensor  # [B, N, 4] wxyz, unit norm
     opacities: Tensor  # [B, N] in (0, 1)
-    colors: Tensor  # [B, N, 3] RGB in [0, 1]
+    colors: Tensor  # [B, N, 3] RGB, >= 0 (the model clamps at 0 only; rendered images are clamped where scored)
 
     def __post_init__(self) -> None:
         b, n = self.means.shape[:2]

@@ -1,27 +1,44 @@
-"""The one place that picks a Gaussian rasterizer: gsplat on CUDA, the pure-torch one everywhere else.
+"""The one place that picks a Gaussian rasterizer: gsplat on CUDA, the pure-torch one on the CPU.
 
-Everything else calls `render_gaussians` and never branches on the device.
+Everything else calls `render_gaussians` and never branches on the device. On CUDA the torch rasterizer is
+too slow for real runs, so it is used there only when asked for (`model.rasterizer: torch`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from functools import cache
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from zv_ray.splat import torch_rasterizer
+from zv_ray.splat.backend import RasterizerUnavailable, load_gsplat
 from zv_ray.splat.gaussians import Gaussians
+
+log = logging.getLogger(__name__)
+Rasterizer = Literal["auto", "gsplat", "torch"]
 
 
 @cache
-def _gsplat_rasterization():
-    """gsplat.rasterization, or None when gsplat is not installed (CPU machines)."""
+def _announce(backend: str, device_type: str) -> None:
+    log.info("Gaussian rasterizer: %s on %s", backend, device_type)
+
+
+def pick_rasterizer(choice: Rasterizer, device: torch.device):
+    """gsplat.rasterization or torch_rasterizer.rasterization for `choice` on `device`."""
+    if choice == "torch" or (choice == "auto" and device.type != "cuda"):
+        _announce("torch", device.type)
+        return torch_rasterizer.rasterization
+    if device.type != "cuda":
+        raise RasterizerUnavailable(f"model.rasterizer=gsplat needs CUDA tensors, got {device.type}: use auto or torch")
     try:
-        from gsplat import rasterization
-    except ImportError:
-        return None
+        rasterization = load_gsplat()
+    except RasterizerUnavailable as err:
+        raise RasterizerUnavailable(f"{err} (or set model.rasterizer=torch to accept the slow torch rasterizer)") from None
+    _announce("gsplat", device.type)
     return rasterization
 
 
@@ -47,6 +64,7 @@ def render_gaussians(
     width: int,
     height: int,
     background: Tensor | Sequence[float],  # [3]
+    rasterizer: Rasterizer = "auto",
 ) -> tuple[Tensor, Tensor]:
     """Render every batch item from its V cameras: -> rgb [B, V, H, W, 3], alpha [B, V, H, W, 1]."""
     g = gaussians
@@ -60,9 +78,5 @@ def render_gaussians(
     bg = torch.as_tensor(background, dtype=torch.float32, device=dev).expand(c2w.shape[:2] + (3,))
     args = (g.means, g.quats, g.scales, g.opacities, g.colors)
     args = tuple(a.float() for a in args) + (viewmats, Ks, width, height)
-    gsplat_rasterization = _gsplat_rasterization() if dev.type == "cuda" else None
-    if gsplat_rasterization is not None:
-        rgb, alpha, _ = gsplat_rasterization(*args, sh_degree=None, backgrounds=bg)
-    else:
-        rgb, alpha, _ = torch_rasterizer.rasterization(*args, backgrounds=bg)
+    rgb, alpha, _ = pick_rasterizer(rasterizer, dev)(*args, sh_degree=None, backgrounds=bg)
     return rgb, alpha

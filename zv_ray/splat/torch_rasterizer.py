@@ -342,11 +342,14 @@ def rasterization(
     chunk_elems: int = 1 << 21,
     saved_elems: int = 1 << 25,
     mode: Literal["tiles", "dense"] = "tiles",
+    sh_degree: None = None,
 ) -> tuple[Tensor, Tensor, dict]:
     """gsplat.rasterization (classic mode, colours given directly, sh_degree=None) in pure torch.
 
     -> render_colors [..., C, H, W, D], render_alphas [..., C, H, W, 1], meta (radii, means2d, depths, conics).
     """
+    if sh_degree is not None:
+        raise ValueError("the torch rasterizer takes colours directly (sh_degree=None), as gsplat's classic mode")
     batch = means.shape[:-2]
     n, num_cams = means.shape[-2], viewmats.shape[-3]
     if colors.shape != batch + (n, colors.shape[-1]):

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from zv_ray.config import TrainConfig
+
 
 @dataclass(frozen=True)
 class StepOutcome:
@@ -34,6 +36,17 @@ def clipped_step(
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return StepOutcome(norm, skipped=False)
+
+
+def build_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over the model's parameters where they live now (after any device move), weight decay on
+    matrices only (nanoGPT's configure_optimizers): LayerNorm gains (and any bias) are not pulled to 0."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=tc.lr, betas=tc.betas)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zv_ray.config import RunConfig
+from zv_ray.config import ConfigError, RunConfig, flatten
+from zv_ray.io import storage
 
 
 @dataclass
@@ -25,31 +26,54 @@ class TrainingOutcome:
 
 
 def storage_root(cfg: RunConfig) -> str:
-    path = cfg.cluster.storage_path
-    return path if "://" in path else str(Path(path).resolve())
+    return storage.absolute(cfg.cluster.storage_path)
 
 
 def check_before_cluster_work(cfg: RunConfig) -> None:
-    """Fail in seconds, not after Ray has started: inconsistent views, missing weights, bad datasets."""
+    """Fail in seconds, not after Ray has started: inconsistent views, bad datasets, a missing init checkpoint."""
     from zv_ray.config.run import check_training_views
 
     check_training_views(cfg)
-    if cfg.loss.perceptual_weight > 0:
-        from zv_ray.losses.perceptual import resolve_vgg_weights
-
-        resolve_vgg_weights(cfg.loss.vgg_weights)  # raises LpipsWeightsMissing with the fix
-    if cfg.data.source == "parquet" and "://" not in (cfg.data.parquet_path or ""):
+    if cfg.data.source == "parquet":
         from zv_ray.data.parquet import valid_shards
 
-        if not Path(cfg.data.parquet_path).exists():
-            raise FileNotFoundError(f"data.parquet_path {cfg.data.parquet_path} does not exist; write it with `zv-ray dataset`")
         valid_shards(cfg.data.parquet_path, cfg.data.on_corrupt)  # footers and schema: a corrupt shard is named now
     if cfg.train.eval_objects and not Path(cfg.train.eval_objects).is_dir():
         raise FileNotFoundError(f"train.eval_objects {cfg.train.eval_objects} is not a folder of objects")
-    if cfg.train.init_from and "://" not in cfg.train.init_from:
-        from zv_ray.train.checkpoint import resolve_checkpoint_file
+    if cfg.train.init_from:
+        from zv_ray.model.checkpoint import resolve_checkpoint_file
 
-        resolve_checkpoint_file(cfg.train.init_from)
+        resolve_checkpoint_file(cfg.train.init_from)  # local or s3://, read the same way by the workers
+
+
+# What a resumed run may change: how long it runs, where and on what it runs, where it logs.
+RESUMABLE_CHANGES = ("train.steps", "train.stop_after", "cluster.", "mlflow.tracking_uri")
+
+
+def resume_changes(stored: RunConfig, cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """{key: (checkpoint's value, new value)} for a resume; ConfigError when a key outside RESUMABLE_CHANGES differs."""
+    old, new = flatten(stored), flatten(cfg)
+    changed = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+    refused = [k for k in changed if not k.startswith(RESUMABLE_CHANGES)]
+    if refused:
+        listed = ", ".join(f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in refused)
+        raise ConfigError(
+            f"--resume continues the checkpoint's config, but this config changes {listed}; only "
+            f"{', '.join(RESUMABLE_CHANGES)} may change on resume: undo those edits, or start a new run "
+            "(new cluster.run_name, with train.init_from to start from these weights)"
+        )
+    return changed
+
+
+def check_environment(cfg: RunConfig, tracking_uri: str, *, timeout_s: float = 600) -> None:
+    """The `zv-ray doctor` checks: this node first, then (after Ray is up) every node type the run uses."""
+    from zv_ray.cluster.doctor import cluster_checks, node_checks, require, spans_several_nodes
+    from zv_ray.cluster.session import init_ray
+
+    require(node_checks(cfg, ("driver",), tracking_uri, storage_root(cfg)))
+    init_ray(cfg.cluster)
+    if spans_several_nodes(cfg):
+        require(cluster_checks(cfg, tracking_uri, storage_root(cfg), timeout_s))
 
 
 def build_trainer(
@@ -66,29 +90,26 @@ def build_trainer(
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from zv_ray.data.pipeline import object_stream
+    from zv_ray.pipeline import object_stream
     from zv_ray.train.loop import train_loop_per_worker
 
-    storage = storage_path or storage_root(cfg)
+    root = storage_path or storage_root(cfg)
     name = run_name or cfg.cluster.run_name
     # Rank 0 prints its own progress line; Ray Data's per-epoch bars would bury it.
     ray.data.DataContext.get_current().enable_progress_bars = False
     train = object_stream(cfg, cfg.data.first_object_id, cfg.data.num_objects)
+    # The held-out validation objects are rendered by rank 0 itself, under the evaluation protocol (loop.py).
     datasets = {"train": train.materialize() if cfg.data.materialize else train}
-    if cfg.data.num_val_objects:  # held-out ids, always generated (also beside a Parquet training set); rendered once
-        online = cfg.model_copy(update={"data": cfg.data.model_copy(update={"source": "online"})})
-        datasets["val"] = object_stream(online, cfg.data.val_first_object_id, cfg.data.num_val_objects).materialize()
     resources: dict[str, float] = {"CPU": cfg.cluster.cpus_per_worker}
     if cfg.cluster.worker_resource:
         resources[cfg.cluster.worker_resource] = 1
-    local_run_dir = None if "://" in storage else str(Path(storage) / name)
+    local_run_dir = None if storage.is_remote(root) else str(Path(root) / name)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "config": cfg.model_dump(mode="json"),
             "tracking_uri": tracking_uri,
             "mlflow_run_id": mlflow_run_id,
-            "has_val": "val" in datasets,
             "local_run_dir": local_run_dir,
         },
         scaling_config=ray.train.ScalingConfig(
@@ -96,7 +117,7 @@ def build_trainer(
         ),
         run_config=ray.train.RunConfig(
             name=name,
-            storage_path=storage,
+            storage_path=root,
             failure_config=ray.train.FailureConfig(max_failures=cfg.cluster.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.cluster.num_checkpoints_to_keep),
             callbacks=callbacks or [],
@@ -106,33 +127,50 @@ def build_trainer(
     )
 
 
-def run_training(cfg: RunConfig, *, resume: bool = False) -> TrainingOutcome:
-    from zv_ray.cluster.session import init_ray
-    from zv_ray.train.tracking import finish_run, resolve_tracking_uri, start_run
+def run_training(cfg: RunConfig, *, resume: bool = False, console=None) -> TrainingOutcome:
+    """Train one run; with a rich `console`, one progress display while it runs (TrainingProgress)."""
+    from zv_ray.tracking import finish_run, record_resume_changes, resolve_tracking_uri, start_run
 
     check_before_cluster_work(cfg)
-    storage = storage_root(cfg)
-    run_dir = f"{storage.rstrip('/')}/{cfg.cluster.run_name}"
-    if "://" not in storage and Path(run_dir).exists() and not resume:
+    run_dir = storage.join(storage_root(cfg), cfg.cluster.run_name)
+    if storage.exists(run_dir) and not resume:
         raise FileExistsError(
             f"run '{cfg.cluster.run_name}' already exists at {run_dir}: pass --resume to continue it, "
             "or set cluster.run_name to a new name"
         )
+    changes = {}
+    if resume and storage.exists(run_dir):
+        from zv_ray.model.checkpoint import checkpoint_config
+
+        try:
+            changes = resume_changes(checkpoint_config(run_dir), cfg)
+        except FileNotFoundError:
+            pass  # stopped before its first checkpoint: Ray Train starts it over with this config
     tracking_uri = resolve_tracking_uri(cfg)
+    check_environment(cfg, tracking_uri)
     run_id = start_run(tracking_uri, cfg, resume=resume)
-    init_ray(cfg.cluster)
+    if changes:
+        record_resume_changes(tracking_uri, run_id, changes)
     try:
-        result = build_trainer(cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id).fit()
+        trainer = build_trainer(cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id)
+        if console is None:
+            result = trainer.fit()
+        else:
+            from zv_ray.train.progress import TrainingProgress
+
+            with TrainingProgress(tracking_uri, run_id, min(cfg.train.steps, cfg.train.stop_after or cfg.train.steps), console):
+                result = trainer.fit()
     except BaseException:
         finish_run(tracking_uri, run_id, status="FAILED")
         raise
     finish_run(tracking_uri, run_id, status="FINISHED")
-    ply = Path(run_dir) / "gaussians.ply"
+    ply = storage.join(run_dir, "gaussians.ply")
     return TrainingOutcome(
         run_dir=run_dir,
-        checkpoint=result.checkpoint.path if result.checkpoint else None,
+        # Ray reports a checkpoint by its path inside the filesystem (no scheme): name it under the run folder.
+        checkpoint=storage.join(run_dir, storage.name(result.checkpoint.path)) if result.checkpoint else None,
         mlflow_run_id=run_id,
         tracking_uri=tracking_uri,
         metrics=dict(result.metrics or {}),
-        ply_path=str(ply) if ply.exists() else None,
+        ply_path=ply if not storage.is_remote(ply) and storage.exists(ply) else None,
     )

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zv_ray.tune.runs import (
+from zv_ray.tracking import (
     DIVERGED_TAG, METRIC_TAG, MODE_TAG, OUTCOME_TAG, PARAM_PREFIX, ROLE_TAG, SPACE_TAG, SWEEP_TAG, TRIAL_TAG, child_runs,
 )
 
@@ -27,6 +27,7 @@ class TrialRow:
     values: dict[str, str]  # space key -> sampled value (bundle keys hold their label)
     params: dict[str, str]  # the trial's full flattened config
     best: float | None  # best value of the sweep metric over the run
+    white: float | None  # the all-white image's value of that metric on the same views (None if not logged)
     final_loss: float | None
     steps: int | None  # last logged step
     skipped: int | None
@@ -76,6 +77,12 @@ def _curve(client, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key) if math.isfinite(m.value))
 
 
+def white_key(metric: str) -> str:
+    """The all-white baseline logged beside an evaluation metric: 'val/psnr' -> 'val/white_psnr'."""
+    prefix, _, name = metric.rpartition("/")
+    return f"{prefix}/white_{name}" if prefix else f"white_{name}"
+
+
 def load_comparison(tracking_uri: str, ref: str) -> Comparison:
     from mlflow.tracking import MlflowClient
 
@@ -89,12 +96,14 @@ def load_comparison(tracking_uri: str, ref: str) -> Comparison:
         loss_curve, metric_curve = _curve(client, run.info.run_id, "train/loss"), _curve(client, run.info.run_id, metric)
         values = [v for _, v in metric_curve]
         skipped = run.data.metrics.get("train/skipped_steps")
+        white = run.data.metrics.get(white_key(metric))  # the fixed validation set: the same value at every eval
         rows.append(TrialRow(
             run_id=run.info.run_id,
             trial_id=run.data.tags.get(TRIAL_TAG, "?"),
             values={k: run.data.params.get(f"{PARAM_PREFIX}{k}", "?") for k in space_keys},
             params=dict(run.data.params),
             best=(max(values) if mode == "max" else min(values)) if values else None,
+            white=white,
             final_loss=loss_curve[-1][1] if loss_curve else None,
             steps=loss_curve[-1][0] if loss_curve else None,
             skipped=int(skipped) if skipped is not None else None,
@@ -113,14 +122,18 @@ def table(comp: Comparison):
 
     t = Table(title=f"sweep {comp.sweep} (parent run {comp.parent_run_id}): {len(comp.rows)} trials, "
                     f"best {comp.metric} first")
-    for col in ["trial", *comp.space_keys, f"best {comp.metric}", "final loss", "steps", "skipped", "diverged", "outcome"]:
+    cols = ["trial", *comp.space_keys, f"best {comp.metric}", "white", "best - white", "final loss", "steps", "skipped",
+            "diverged", "outcome"]
+    for col in cols:
         t.add_column(col, justify="left" if col in ("trial", "outcome") else "right")
 
     def num(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
     for r in comp.rows:
-        t.add_row(r.trial_id, *(r.values[k] for k in comp.space_keys), num(r.best, ".2f"), num(r.final_loss, ".4f"),
+        margin = r.best - r.white if r.best is not None and r.white is not None else None
+        t.add_row(r.trial_id, *(r.values[k] for k in comp.space_keys), num(r.best, ".2f"), num(r.white, ".2f"),
+                  num(margin, "+.2f"), num(r.final_loss, ".4f"),
                   num(r.steps, "d"), num(r.skipped, "d"), "yes" if r.diverged else "no", r.outcome)
     return t
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 from typing import Any
 
-import numpy as np
-
 from zv_ray.config import ConfigError, RunConfig, validate_dict
 from zv_ray.config.run import check_training_views
-from zv_ray.config.base import read_yaml
+from zv_ray.config.base import plain, read_yaml, set_keys
 from zv_ray.config.sweep import SpaceEntry, SweepConfig
 
 
@@ -46,25 +43,6 @@ def base_data(sweep: SweepConfig) -> dict[str, Any]:
     return set_keys(data, sweep.overrides)
 
 
-def set_keys(data: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """Copy of `data` with dotted keys set to typed values (apply_overrides parses text; these are values)."""
-    data = copy.deepcopy(data)
-    for dotted, value in values.items():
-        *sections, leaf = dotted.split(".")
-        node = data
-        for part in sections:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"key {dotted}: {part} is not a section")
-        node[leaf] = _plain(value)
-    return data
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars (Tune samples them) -> Python values, so configs and MLflow params stay plain."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def trial_values(sweep: SweepConfig, sampled: dict[str, Any]) -> dict[str, Any]:
     """Sampled Tune config -> dotted run-config keys and values (bundles expanded)."""
     out: dict[str, Any] = {}
@@ -80,7 +58,7 @@ def trial_values(sweep: SweepConfig, sampled: dict[str, Any]) -> dict[str, Any]:
 
 def trial_config(sweep: SweepConfig, base: dict[str, Any], sampled: dict[str, Any], run_name: str) -> RunConfig:
     data = set_keys(base, {**trial_values(sweep, sampled), "cluster.run_name": run_name})
-    label = ", ".join(f"{k}={json.dumps(_plain(v))}" for k, v in sampled.items())
+    label = ", ".join(f"{k}={json.dumps(plain(v))}" for k, v in sampled.items())
     cfg = validate_dict(RunConfig, data, source=f"{sweep.name} trial ({label})")
     check_training_views(cfg)  # every trial trains
     return cfg

@@ -20,12 +20,13 @@ from typing import Any
 from ray import tune
 
 from zv_ray.config import ConfigError, RunConfig, validate_dict
+from zv_ray.config.base import set_keys
 from zv_ray.config.sweep import SweepConfig
-from zv_ray.tune.runs import (
+from zv_ray.tracking import (
     DIVERGED_TAG, DONE_OUTCOMES, METRIC_TAG, MODE_TAG, OUTCOME_TAG, PARAM_PREFIX, ROLE_TAG, SPACE_TAG, SWEEP_TAG,
     TRIAL_TAG, child_runs,
 )
-from zv_ray.tune.space import base_data, param_space, set_keys, trial_config, validate_space
+from zv_ray.tune.space import base_data, param_space, trial_config, validate_space
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     """One Tune trial: its MLflow child run (found again on restore), then its TorchTrainer."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from zv_ray.train.tracking import log_params, start_run
+    from zv_ray.tracking import log_params, start_run
     from zv_ray.train.trainer import build_trainer
     from zv_ray.tune.release import ReleasePlacementGroupOnKill
 
@@ -88,8 +89,10 @@ class SweepTracker(tune.Callback):
     """Driver side: gives each trial's MLflow run a terminal status and an outcome tag, whatever ended it
     (the loop finishing or diverging, ASHA stopping it, an error, an interrupted sweep)."""
 
-    def __init__(self, ctx: TrialContext):
+    def __init__(self, ctx: TrialContext, console=None):
         self.ctx = ctx
+        self.console = console  # one line per finished trial: the sweep's progress display
+        self.done = 0
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         result = trial.last_result or {}
@@ -102,9 +105,22 @@ class SweepTracker(tune.Callback):
         else:
             outcome = "completed"
         self._end(trial.trial_id, "FINISHED", outcome, diverged=outcome == "diverged")
+        self._show(trials, trial, outcome)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self._end(trial.trial_id, "FAILED", "failed", diverged=is_diverged(trial.last_result or {}))
+        self._show(trials, trial, "failed")
+
+    def _show(self, trials: list, trial, outcome: str) -> None:
+        if self.console is None:
+            return
+        self.done += 1
+        result = trial.last_result or {}
+        metric = self.ctx.sweep.metric
+        value = f"{metric} {result[metric]:.3f}" if isinstance(result.get(metric), float) else f"{metric} n/a"
+        sampled = "  ".join(f"{k}={v}" for k, v in trial.config.items())
+        self.console.print(f"trial {self.done}/{max(len(trials), self.done)} {trial.trial_id} {outcome} at step "
+                           f"{result.get('step', 0):.0f}: {value}  ({sampled})", soft_wrap=True)
 
     def on_experiment_end(self, trials: list, **info) -> None:
         # Runs still RUNNING belong to trials cut off by an interruption; --resume revives them.
@@ -178,12 +194,12 @@ def make_scheduler(sweep: SweepConfig, cfg: RunConfig):
                          brackets=s.brackets, stop_last_trials=False)
 
 
-def run_sweep(sweep: SweepConfig, *, resume: bool = False) -> SweepOutcome:
+def run_sweep(sweep: SweepConfig, *, resume: bool = False, console=None) -> SweepOutcome:
     from mlflow.tracking import MlflowClient
 
     from zv_ray.cluster.session import init_ray
-    from zv_ray.train.tracking import experiment_id, finish_run, resolve_tracking_uri, start_run
-    from zv_ray.train.trainer import storage_root
+    from zv_ray.tracking import experiment_id, finish_run, resolve_tracking_uri, start_run
+    from zv_ray.train.trainer import check_environment, storage_root
 
     base = base_data(sweep)
     if sweep.storage_path:
@@ -201,6 +217,7 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False) -> SweepOutcome:
         raise FileNotFoundError(f"no sweep to resume at {experiment_path} (run it once without --resume)")
 
     tracking_uri = resolve_tracking_uri(base_cfg)
+    check_environment(base_cfg, tracking_uri)  # the `zv-ray doctor` checks, on every node type the trials use
     tags = {SWEEP_TAG: sweep.name, ROLE_TAG: "parent", SPACE_TAG: ",".join(sweep.space),
             METRIC_TAG: sweep.metric, MODE_TAG: sweep.mode}
     parent_run_id = start_run(tracking_uri, base_cfg, resume=resume, tags=tags)
@@ -226,7 +243,8 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                     trial_dirname_creator=_trial_dirname,
                 ),
                 run_config=tune.RunConfig(
-                    name=sweep.name, storage_path=storage_root(base_cfg), callbacks=[SweepTracker(ctx)], verbose=1,
+                    name=sweep.name, storage_path=storage_root(base_cfg), callbacks=[SweepTracker(ctx, console)],
+                    verbose=1 if base_cfg.cluster.verbose else 0,
                 ),
             )
         results = tuner.fit()

@@ -4,8 +4,9 @@ The primitive has Blender's default topology (UV sphere 32 x 16, cube, cylinder 
 sides and n-gon caps, torus 48 x 12), size s ~ U(size range) (sphere radius s, cube edge 2s, torus
 major s and minor 0.3 s), a random XYZ Euler rotation U(0, 360) deg, and sits on a surface vertex.
 It is subdivided (simple or Catmull-Clark, level 0 or 1; a cube gets level + 2 as in the official
-code), then every polygon edge becomes a closed tube of radius r ~ U(radius range) textured with one
-of the object's materials. It stays a separate geometry, not unioned, as in the official scripts.
+code), then every polygon edge becomes a closed tube of Blender wireframe thickness w ~ U(thickness range), the
+full strut width (official 0.01 .. 0.03), so a tube of radius w / 2, textured with one of the object's
+materials. It stays a separate geometry, not unioned, as in the official scripts.
 
 Deviation: Blender's cylinder and cone keep depth 2 whatever the radius; here their depth is 2s, so a
 wireframe stays the size of the others and the object needs less rescaling to fit its box.
@@ -111,7 +112,8 @@ def sample_wire(rng: np.random.Generator, cfg: ZeroverseConfig, center: np.ndarr
         **primitives.sample_placement(rng, cfg.wire_primitives, cfg.augment_size_range, center),
         "subdivision": ("simple", "catmull_clark")[rng.integers(2)],
         "level": int(rng.integers(2)),
-        "radius": float(rng.uniform(*cfg.wire_radius_range)),
+        "thickness": (thickness := float(rng.uniform(*cfg.wire_thickness_range))),
+        "radius": thickness / 2,  # Blender's thickness is the strut's full width
         "material_slot": int(rng.integers(num_slots)),
     }
 

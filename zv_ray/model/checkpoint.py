@@ -5,6 +5,7 @@ Loading uses torch.load(weights_only=True): a checkpoint is tensors and plain Py
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,11 @@ from typing import Any
 import torch
 
 from zv_ray.config import RunConfig, validate_dict
+from zv_ray.io import storage
 from zv_ray.io.atomic import atomic_path
 
 CHECKPOINT_FILE = "checkpoint.pt"
+CONFIG_FILE = "config.json"
 
 
 def state_dict_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -43,19 +46,34 @@ def save_checkpoint(
     final = Path(directory) / CHECKPOINT_FILE
     with atomic_path(final) as tmp:
         torch.save(payload, tmp)
+    # The config beside the weights too, so a resume reads it without loading gigabytes of tensors.
+    with atomic_path(Path(directory) / CONFIG_FILE) as tmp:
+        tmp.write_text(payload["config_json"])
     return final
 
 
-def resolve_checkpoint_file(path: str | Path) -> Path:
-    """Accept a checkpoint file, a checkpoint directory, or a run directory (latest checkpoint inside)."""
-    path = Path(path)
-    if path.is_file():
+def checkpoint_config(path: str | Path) -> RunConfig:
+    """The config a checkpoint (file, folder or run folder) was trained with."""
+    file = resolve_checkpoint_file(path)
+    beside = storage.join(file.rsplit("/", 1)[0], CONFIG_FILE)
+    if storage.is_file(beside):
+        return validate_dict(RunConfig, json.loads(storage.read_bytes(beside)), source=beside)
+    return config_of(load_checkpoint(file))
+
+
+def resolve_checkpoint_file(path: str | Path) -> str:
+    """Accept a checkpoint file, a checkpoint directory, or a run directory (its latest checkpoint), local or remote."""
+    path = storage.absolute(path)
+    if storage.is_file(path):
         return path
-    if (path / CHECKPOINT_FILE).is_file():
-        return path / CHECKPOINT_FILE
-    candidates = sorted(path.glob(f"**/{CHECKPOINT_FILE}"), key=lambda p: p.stat().st_mtime)
-    if candidates:
-        return candidates[-1]
+    if storage.is_dir(path):
+        direct = storage.join(path, CHECKPOINT_FILE)
+        if storage.is_file(direct):
+            return direct
+        # Ray Train names checkpoint folders by time (checkpoint_<timestamp> / checkpoint_<index>): the last sorts last.
+        candidates = [p for p in storage.list_files(path, CHECKPOINT_FILE, recursive=True) if storage.name(p) == CHECKPOINT_FILE]
+        if candidates:
+            return candidates[-1]
     raise FileNotFoundError(
         f"no checkpoint at {path}: pass a {CHECKPOINT_FILE} file, a checkpoint folder, or a run folder holding one"
     )
@@ -64,12 +82,11 @@ def resolve_checkpoint_file(path: str | Path) -> Path:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     file = resolve_checkpoint_file(path)
     try:
-        payload = torch.load(file, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(storage.read_bytes(file)), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ValueError(f"cannot read checkpoint {file}: {err}") from err
-    for key in ("model", "step", "config_json"):
-        if key not in payload:
-            raise ValueError(f"checkpoint {file} lacks '{key}': not a zv-ray checkpoint")
+        raise ValueError(f"{file} is not a zv-ray checkpoint (torch cannot read it: {str(err).splitlines()[0]})") from None
+    if not isinstance(payload, dict) or any(key not in payload for key in ("model", "step", "config_json")):
+        raise ValueError(f"{file} is not a zv-ray checkpoint (it lacks model, step or config)")
     return payload
 
 

@@ -11,10 +11,10 @@ _USER_ERRORS = (ValueError, FileNotFoundError)
 
 
 def evaluate(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="checkpoint.pt, a checkpoint folder or a run folder"),
+    checkpoint: str = typer.Option(..., "--checkpoint", help="checkpoint.pt, a checkpoint folder or a run folder (local, s3://, gs://)"),
     objects: Optional[Path] = typer.Option(None, "--objects", help="Folder of real objects (sub-folders with model.obj or .glb)"),
     zeroverse: int = typer.Option(0, "--zeroverse", min=0, help="Also score N held-out Zeroverse objects (ids from data.val_first_object_id)"),
-    views: Optional[int] = typer.Option(None, "--views", min=1, help="Input views (default: the checkpoint's train.num_input_views)"),
+    input_views: Optional[int] = typer.Option(None, "--input-views", min=1, help="Input views per object (default: the checkpoint's train.num_input_views)"),
     test_views: Optional[int] = typer.Option(None, "--test-views", min=1, help="Score an evenly spread subset of the test rig"),
     max_objects: Optional[int] = typer.Option(None, "--max-objects", min=1, help="Only the first K objects (sorted by name)"),
     out: Path = typer.Option(Path("outputs/eval"), "--out", help="Folder for results.json/csv, table.txt and grids"),
@@ -29,7 +29,7 @@ def evaluate(
     from zv_ray.eval.loading import load_model, pick_device
     from zv_ray.eval.protocol import EvalProtocol
     from zv_ray.eval.run import run_evaluation
-    from zv_ray.train.tracking import resolve_tracking_uri
+    from zv_ray.tracking import resolve_tracking_uri
 
     console = Console()
     if up not in ("auto", "z", "y"):
@@ -38,7 +38,7 @@ def evaluate(
         loaded = load_model(checkpoint, pick_device(device))
         outcome = run_evaluation(
             loaded, objects_dir=objects, zeroverse=zeroverse, out_dir=out, attach=attach, max_objects=max_objects, up=up,
-            protocol=EvalProtocol.for_config(loaded.cfg, num_inputs=views, num_test_views=test_views),
+            protocol=EvalProtocol.for_config(loaded.cfg, num_inputs=input_views, num_test_views=test_views),
             tracking_uri=tracking_uri or resolve_tracking_uri(loaded.cfg), console=console,
         )
     except _USER_ERRORS as err:
@@ -51,7 +51,7 @@ def evaluate(
 def reconstruct(
     images: list[Path] = typer.Argument(..., help="The posed input images, one per model input view"),
     cameras: Path = typer.Option(..., "--cameras", help="Camera JSON (see docs/evaluation.md), or an opencv_cameras.json"),
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="checkpoint.pt, a checkpoint folder or a run folder"),
+    checkpoint: str = typer.Option(..., "--checkpoint", help="checkpoint.pt, a checkpoint folder or a run folder (local, s3://, gs://)"),
     out: Path = typer.Option(..., "--out", help="Folder for gaussians.ply and turntable.mp4"),
     frames: int = typer.Option(48, "--frames", min=1, help="Turntable frames (one full turn)"),
     elevation: float = typer.Option(20.0, "--elevation", help="Turntable camera elevation in degrees"),

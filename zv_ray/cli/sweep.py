@@ -22,6 +22,7 @@ def sweep(
     resume: bool = typer.Option(
         False, "--resume", help="Finish an interrupted sweep of the same name (completed trials are kept)"
     ),
+    verbose: bool = typer.Option(False, "--verbose", help="Show Ray's and Tune's own output too (cluster.verbose)"),
 ) -> None:
     """Run a Ray Tune sweep over run-config keys; each trial trains GS-LRM and logs an MLflow child run."""
     from zv_ray.config.sweep import load_sweep_config
@@ -31,7 +32,9 @@ def sweep(
 
     console = _console()
     cfg = load_sweep_config(config)
-    outcome = run_sweep(cfg, resume=resume)
+    if verbose:
+        cfg = cfg.model_copy(update={"overrides": {**cfg.overrides, "cluster.verbose": True}})
+    outcome = run_sweep(cfg, resume=resume, console=console)
     if outcome.interrupted:
         console.print(f"[bold yellow]sweep interrupted[/]: finish it with  zv-ray sweep {config} --resume")
         raise typer.Exit(130)

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from zv_ray.render.cameras import ring_cameras
+from zv_ray.render.renderer import Renderer
 from zv_ray.zeroverse.scene import ZeroverseObject
 
 FOV_DEG = 50.0  # official horizontal field of view
@@ -25,9 +27,6 @@ def contact_sheet(
     columns: int = 4,
 ) -> np.ndarray:  # -> [H, W, 3] uint8
     """`views` azimuths per object side by side; objects fill `columns` per row, labelled."""
-    from zv_ray.render.cameras import ring_cameras
-    from zv_ray.render.renderer import Renderer
-
     intrinsics, c2w = ring_cameras(views, [elevation_deg], RADIUS, FOV_DEG, resolution)
     with Renderer(resolution, shading="lit") as renderer:
         # One strip [res, views * res, 3] per object.

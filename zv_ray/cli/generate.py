@@ -54,6 +54,6 @@ def generate(
             labels.append(label)
     console.print(f"wrote {n} objects to {out} (seed {seed}; boolean fallbacks: {failed})")
     if preview:
-        from zv_ray.zeroverse.preview import save_contact_sheet
+        from zv_ray.render.preview import save_contact_sheet
 
         console.print(f"contact sheet: {save_contact_sheet(shown, labels, out / 'contact_sheet.png')}")

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from zv_ray.config import RunConfig
 from zv_ray.data.parquet import CorruptShardError, valid_shards, write_shard
 from zv_ray.data.schema import RecordError, row_to_record
+from zv_ray.io import storage
 
 if TYPE_CHECKING:
     from ray.data import Dataset
@@ -32,41 +33,84 @@ log = logging.getLogger(__name__)
 # Blocks of ids: one id per block balances the actors and bounds retried work; capped because every
 # block costs the driver some metadata (5 M ids become 16 K blocks of ~300).
 _MAX_ID_BLOCKS = 16384
+# Generator actor memory (generator_memory_bytes), fitted to peak RSS under init_ray's malloc settings
+# (never trimmed, so the peak is the high-water mark of the largest objects): paper stage 1 (k = 8, 8 x 256 px,
+# mesh 50) peaked at 840 MB over 120 objects outside Ray, and a Ray worker adds ~200 MB (benchmarks/stream.py).
+# Fixed process MB (Ray worker, Mesa, generator; torch for the samples' view picks), bytes per output pixel
+# (render, gather, encode), per GL sample (colour, depth, readback), per mesh_resolution^2.
+_SAMPLES_FIXED_MB, _RECORD_FIXED_MB = 650, 500
+_BYTES_PER_PIXEL, _BYTES_PER_GL_SAMPLE, _MESH_BYTES_PER_RES2 = 24, 40, 140_000
+_MARGIN = 1.25
 # Shard writers only serialize and copy bytes.
 _WRITER_NUM_CPUS = 0.25
 MANIFEST = "dataset.json"
 
 
-def _rendered(cfg: RunConfig, first_id: int, count: int, output: Literal["tensors", "record"]) -> Dataset:
-    """ray.data.range(count) -> ZeroverseRenderActor pool: ids first_id .. first_id + count - 1."""
+def generator_memory_bytes(cfg: RunConfig, output: Literal["samples", "record"]) -> int:
+    """Ray memory request of one generator actor: data.generator_memory_mb, else a fit to measured peaks
+    (tests/test_actor_memory.py, benchmarks/stream.py): a fixed process (Python, Mesa, the generator;
+    torch in the training stream) plus the per-object arrays, with margin."""
+    if cfg.data.generator_memory_mb:
+        return cfg.data.generator_memory_mb * 2**20
+    r = cfg.render
+    if output == "samples":
+        views = min(r.num_views, cfg.data.samples_per_object * (cfg.train.num_input_views + cfg.train.num_target_views))
+        side, fixed_mb = cfg.train.resolution, _SAMPLES_FIXED_MB
+    else:
+        views, side, fixed_mb = r.num_views, r.resolution, _RECORD_FIXED_MB
+    per_object = views * side**2 * _BYTES_PER_PIXEL + (r.supersample * side) ** 2 * _BYTES_PER_GL_SAMPLE
+    mesh = _MESH_BYTES_PER_RES2 * cfg.zeroverse.mesh_resolution**2
+    return int(_MARGIN * (fixed_mb * 2**20 + per_object + mesh))
+
+
+def stream_passes(cfg: RunConfig, count: int) -> int:
+    """Passes over `count` ids that one training run reads, streamed back to back: each pass draws new view
+    subsets of the same objects, as the paper's epochs drew new views of its 800K renders. A materialized
+    set is rendered once (one pass, its samples fixed)."""
+    if cfg.data.materialize:
+        return 1
+    samples = cfg.train.steps * cfg.train.batch_size_per_worker * cfg.cluster.num_workers
+    return max(1, -(-samples // (count * cfg.data.samples_per_object)))
+
+
+def render_stream(
+    cfg: RunConfig, first_id: int, count: int, output: Literal["samples", "record"], passes: int = 1
+) -> Dataset:
+    """ray.data.range(count * passes) -> ZeroverseRenderActor pool: ids first_id .. first_id + count - 1,
+    `passes` times (offset o is object first_id + o % count in view pass o // count)."""
     import ray.data
 
     from actors import ZeroverseRenderActor
 
     data = cfg.data
-    ids = ray.data.range(count, override_num_blocks=min(count, _MAX_ID_BLOCKS))
+    total = count * passes
+    ids = ray.data.range(total, override_num_blocks=min(total, _MAX_ID_BLOCKS))
     # Ray Data's actor pools restart a dead actor and retry its in-flight batch without limit (its
     # default); a Python exception is not retried and fails the run, naming the object id.
     return ids.map_batches(
         ZeroverseRenderActor,
-        fn_constructor_kwargs={"config": cfg.model_dump(mode="json"), "first_id": first_id, "output": output},
+        fn_constructor_kwargs={"config": cfg.model_dump(mode="json"), "first_id": first_id, "count": count, "output": output},
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=data.num_generator_actors),
         num_cpus=data.generator_num_cpus,
         num_gpus=data.generator_num_gpus,
+        memory=generator_memory_bytes(cfg, output),
         resources={data.generator_resource: 1} if data.generator_resource else None,
     )
 
 
 def object_stream(cfg: RunConfig, first_id: int, count: int) -> Dataset:
-    """A ray.data.Dataset of rendered objects with numpy tensor columns:
-    object_id int64, rgba [V, H, W, 4] uint8 (RGB on white + alpha), intrinsics [V, 4], c2w [V, 4, 4].
+    """The training stream, a ray.data.Dataset with numpy tensor columns:
+    object_id int64, rgb [V, H, W, 3] uint8 (on white), intrinsics [V, 4], c2w [V, 4, 4].
 
-    data.source "online": ids first_id .. first_id + count - 1 generated and rendered by actors.
-    data.source "parquet": every valid shard under data.parquet_path, decoded to the same columns
-    (first_id and count are ignored: the shards are the dataset)."""
+    data.source "online": ids first_id .. first_id + count - 1 generated by actors, each serving
+    data.samples_per_object rows: the V = train.num_input_views + num_target_views views of one sample,
+    picked (inputs first) and rendered at train.resolution by the actor; the ids repeat, with new views,
+    for as many passes as train.steps needs (stream_passes).
+    data.source "parquet": one row per object of every valid shard under data.parquet_path, all its stored
+    views (the trainer picks and resizes; first_id and count are ignored: the shards are the dataset)."""
     if cfg.data.source == "online":
-        return _rendered(cfg, first_id, count, "tensors")
+        return render_stream(cfg, first_id, count, "samples", stream_passes(cfg, count))
     import ray.data
 
     paths = [str(p) for p in valid_shards(cfg.data.parquet_path, cfg.data.on_corrupt)]
@@ -76,8 +120,9 @@ def object_stream(cfg: RunConfig, first_id: int, count: int) -> Dataset:
 
 
 def decode_batch(table: pa.Table, on_corrupt: Literal["fail", "skip"] = "fail") -> dict[str, np.ndarray]:
-    """Rows read from shards (with their "path") -> the stream's tensor columns."""
-    out: dict[str, list] = {"object_id": [], "rgba": [], "intrinsics": [], "c2w": []}
+    """Rows read from shards (with their "path") -> the stream's tensor columns (alpha, which training
+    does not read, is dropped here)."""
+    out: dict[str, list] = {"object_id": [], "rgb": [], "intrinsics": [], "c2w": []}
     for row in table.to_pylist():
         try:
             rec = row_to_record(row)
@@ -87,6 +132,7 @@ def decode_batch(table: pa.Table, on_corrupt: Literal["fail", "skip"] = "fail") 
                 raise CorruptShardError(msg) from None
             log.warning("skipping corrupt row: %s", msg)
             continue
+        rec["rgb"] = rec["rgba"][..., :3]
         for key in out:
             out[key].append(rec[key])
     return {k: np.stack(v) if v else np.empty((0,)) for k, v in out.items()}
@@ -97,8 +143,8 @@ def _write_batch(table: pa.Table, out_dir: str) -> pa.Table:
     path = write_shard(table, out_dir)
     return pa.table(
         {
-            "shard": [path.name],
-            "bytes": [path.stat().st_size],
+            "shard": [storage.name(path)],
+            "bytes": [storage.size(path)],
             "views": [pc.sum(table["num_views"]).as_py()],
             "object_ids": [table["object_id"].to_pylist()],
         }
@@ -116,12 +162,10 @@ def write_dataset(
 
     `on_shard` sees each written shard ({shard, bytes, views, object_ids}) as it lands, for progress.
     Returns {objects, views, bytes, shards, seconds}."""
-    out = Path(out_dir)
-    if out.is_dir() and any(out.glob("*.parquet")):
-        raise FileExistsError(f"{out} already holds shards; write to an empty folder (ids would repeat)")
-    out.mkdir(parents=True, exist_ok=True)
+    out = storage.absolute(out_dir)
+    check_output_folder(out)
     start = time.perf_counter()
-    written = _rendered(cfg, first_id, count, "record").map_batches(
+    written = render_stream(cfg, first_id, count, "record").map_batches(
         _write_batch,
         batch_size=cfg.data.objects_per_shard,
         batch_format="pyarrow",
@@ -142,8 +186,17 @@ def write_dataset(
     _check_ids(ids, first_id, count)
     summary["seconds"] = time.perf_counter() - start
     manifest = {"first_id": first_id, "count": count, "summary": summary, "config": cfg.model_dump(mode="json")}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    storage.write_bytes(storage.join(out, MANIFEST), json.dumps(manifest, indent=2).encode())
     return summary
+
+
+def check_output_folder(out: str) -> None:
+    """A dataset goes into a new or empty folder (local or remote), checked before any rendering starts."""
+    if storage.is_file(out):
+        raise FileExistsError(f"--out {out} is a file; give a folder for the shards")
+    if storage.is_dir(out) and storage.list_files(out, ".parquet"):
+        raise FileExistsError(f"{out} already holds shards; write to an empty folder (ids would repeat)")
+    storage.check_writable(out)
 
 
 def _check_ids(ids: list[int], first_id: int, count: int) -> None:

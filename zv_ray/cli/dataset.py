@@ -1,7 +1,7 @@
 """`zv-ray dataset --n 1000 --out DIR [--views 32 --res 512 --config CONFIG --set key=value ...]`.
 
     zv-ray dataset --n 64 --out outputs/dataset                                  # local Ray
-    ray job submit --working-dir . -- zv-ray dataset --n 100000 --out /shared/zv --config configs/paper.yaml
+    ray job submit --working-dir . -- zv-ray dataset --n 100000 --out s3://BUCKET/zeroverse --config configs/paper.yaml
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def dataset(
-    out: Path = typer.Option(..., "--out", help="Folder for the Parquet shards (must hold none yet)"),
+    out: str = typer.Option(..., "--out", help="Folder or s3:// / gs:// prefix for the Parquet shards (must hold none yet)"),
     n: Optional[int] = typer.Option(None, "--n", min=1, help="Objects to render [default: data.num_objects]"),
     views: Optional[int] = typer.Option(None, "--views", min=1, help="Views per object [default: render.num_views]"),
     res: Optional[int] = typer.Option(None, "--res", min=8, help="Image side in pixels [default: render.resolution]"),
@@ -36,6 +36,8 @@ def dataset(
 
     from zv_ray.cluster.session import init_ray
     from zv_ray.config import load_config
+    from zv_ray.pipeline import check_output_folder
+    from zv_ray.io import storage
 
     sets = list(overrides or [])
     sets += [f"render.num_views={views}"] if views else []
@@ -44,11 +46,13 @@ def dataset(
     count = n or cfg.data.num_objects
     start_id = cfg.data.first_object_id if first_id is None else first_id
     console = Console()
+    out = storage.absolute(out)
+    check_output_folder(out)  # an existing file, old shards or an unwritable bucket fail before Ray starts
 
     init_ray(cfg.cluster)
     import ray.data
 
-    from zv_ray.data.pipeline import write_dataset
+    from zv_ray.pipeline import write_dataset
 
     # The rich bar below replaces Ray Data's progress bars and per-dataset log lines.
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -74,19 +78,24 @@ def dataset(
         console.print(f"contact sheet: {path}")
 
 
-def write_contact_sheet(cfg: RunConfig, out: Path) -> Path:
+def write_contact_sheet(cfg: RunConfig, out: str) -> str:
     """Sheet for the first object in the shards: its stored views and poses against regenerated geometry."""
+    import tempfile
+
     from zv_ray.data.parquet import read_shards
+    from zv_ray.io import storage
     from zv_ray.render.frusta import contact_sheet, surface_points
     from zv_ray.zeroverse import generate_object
 
     record = next(read_shards(out))
     obj = generate_object(int(record["seed"]), int(record["object_id"]), cfg.zeroverse)
-    return contact_sheet(
-        record["rgba"],
-        record["intrinsics"],
-        record["c2w"],
-        surface_points(obj.scene),
-        out / "contact_sheet.png",
-        title=f"object {record['object_id']}: stored poses vs regenerated surface",
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        sheet = contact_sheet(
+            record["rgba"],
+            record["intrinsics"],
+            record["c2w"],
+            surface_points(obj.scene),
+            Path(tmp) / "contact_sheet.png",
+            title=f"object {record['object_id']}: stored poses vs regenerated surface",
+        )
+        return storage.upload_file(sheet, storage.join(out, "contact_sheet.png"))
