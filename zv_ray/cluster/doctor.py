@@ -149,10 +149,8 @@ def node_checks(cfg: RunConfig, roles: tuple[Role, ...], tracking_uri: str, stor
         checks.append(_guard("gsplat", lambda: check_gsplat(cfg, "trainer")))
     if "render" in roles:
         checks.append(_guard("GL", lambda: check_gl(cfg)))
-    # The driver and rank 0 (on a trainer node) both load weights and log to MLflow.
-    checks += [_guard("VGG weights", lambda: check_vgg(cfg)), _guard("MLflow", lambda: check_mlflow(tracking_uri))]
-    if roles == ("render",):
-        checks = [c for c in checks if c.name not in ("VGG weights", "MLflow")]
+    if roles != ("render",):  # the driver and rank 0 (on a trainer node) load weights and log to MLflow
+        checks += [_guard("VGG weights", lambda: check_vgg(cfg)), _guard("MLflow", lambda: check_mlflow(tracking_uri))]
     checks.append(_guard("storage", lambda: check_storage(storage_path)))
     return checks
 
