@@ -39,14 +39,13 @@ def sample_picks(cfg: RunConfig, object_id: int, view_pass: int = 0) -> np.ndarr
     """Each training sample's views, by the trainer's rule over the whole pool; pure in (seed, id, pass)."""
     import torch
 
-    from zv_ray.inference.views import pick_view_indices
+    from zv_ray.inference.views import pick_training_views
 
     tc = cfg.train
     _, c2w = object_cameras(cfg.seed, object_id, cfg.render)
     seed = int(stage_rng(cfg.seed, object_id, f"{VIEWS_STAGE}/{view_pass}").integers(2**62))
     pool = torch.from_numpy(c2w).expand(cfg.data.samples_per_object, *c2w.shape)  # [k, Vall, 4, 4]
-    picks = pick_view_indices(pool, tc.num_input_views, tc.num_target_views, torch.Generator().manual_seed(seed),
-                              rule=tc.target_views, max_angle_deg=tc.target_max_angle_deg)
+    picks = pick_training_views(pool, tc, torch.Generator().manual_seed(seed))
     return picks.numpy()
 
 

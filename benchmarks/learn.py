@@ -26,12 +26,12 @@ import numpy as np
 import torch
 
 from zv_ray.config import RunConfig, load_config
-from zv_ray.eval.evaluate import evaluate_object, inference, summarize
+from zv_ray.eval.evaluate import evaluate_object, evaluate_objects, inference
 from zv_ray.eval.prepare import EvalObject, iter_zeroverse_objects, prepare_eval_views
 from zv_ray.eval.protocol import EvalProtocol
 from zv_ray.eval.report import comparison_grid
 from zv_ray.inference.predict import predict_and_render
-from zv_ray.inference.views import make_view_batch, pick_view_indices
+from zv_ray.inference.views import make_view_batch, pick_training_views
 from zv_ray.io.atomic import atomic_path
 from zv_ray.losses.reconstruction import reconstruction_loss
 from zv_ray.model import GSLRM, num_params
@@ -65,8 +65,7 @@ def render_pool(cfg: RunConfig, renderer: Renderer, cache: Path) -> list[dict]:
 
 
 def score(model: torch.nn.Module, suites: dict[str, list[EvalObject]], cfg: RunConfig) -> dict[str, float]:
-    with inference(model) as bare:
-        return {k: v for s, objs in suites.items() for k, v in summarize([evaluate_object(bare, o, cfg).scores() for o in objs], s).items()}
+    return {k: v for s, objs in suites.items() for k, v in evaluate_objects(model, objs, cfg, prefix=s)[0].items()}
 
 
 def train(model, optimizer, pool, cfg: RunConfig, device, budget_s: float, clock, on_checkpoint) -> dict:
@@ -80,8 +79,7 @@ def train(model, optimizer, pool, cfg: RunConfig, device, budget_s: float, clock
         t0 = clock()
         objs = [pool[rng.randrange(len(pool))] for _ in range(tc.batch_size_per_worker)]
         stack = {k: torch.from_numpy(np.stack([o[k] for o in objs])) for k in ("rgba", "intrinsics", "c2w")}
-        idx = pick_view_indices(stack["c2w"], tc.num_input_views, tc.num_target_views, view_rng,
-                                rule=tc.target_views, max_angle_deg=tc.target_max_angle_deg)
+        idx = pick_training_views(stack["c2w"], tc, view_rng)
         batch = make_view_batch(stack["rgba"], stack["intrinsics"], stack["c2w"], idx, tc.num_input_views, tc.resolution, device)
         frac = spent / budget_s
         # Warm-up over train.warmup_steps steps, then cosine over the budget.

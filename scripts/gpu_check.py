@@ -342,7 +342,7 @@ def breakers(ctx: Context) -> dict:
     from zv_ray.model import GSLRM
     from zv_ray.model.checkpoint import load_checkpoint, save_checkpoint
     from zv_ray.train.step import build_optimizer
-    from zv_ray.inference.views import pick_view_indices
+    from zv_ray.inference.views import pick_training_views
 
     dev = ctx.device
     # Renders at 64 px, trained at 32 px: the resize that scales the intrinsics (breaker 1).
@@ -358,8 +358,7 @@ def breakers(ctx: Context) -> dict:
     rng = torch.Generator().manual_seed(0)  # the loop's view generator is a CPU one
 
     def pick(c2w):
-        return pick_view_indices(c2w, tc.num_input_views, tc.num_target_views, rng, rule=tc.target_views,
-                                 max_angle_deg=tc.target_max_angle_deg)
+        return pick_training_views(c2w, tc, rng)
 
     rec["view_choice_device_cameras"] = attempt(lambda: pick(raw["c2w"]))[1]
     idx = pick(raw["c2w"].cpu())  # go on past a failure there

@@ -124,7 +124,7 @@ def test_eval_names_a_missing_checkpoint(tmp_path):
 
 
 @needs_gso
-def test_in_training_helper_scores_prerendered_views(tiny_checkpoint):
+def test_in_training_helper_scores_prerendered_views(tiny_checkpoint, tmp_path):
     from zv_ray.eval.evaluate import evaluate_objects
     from zv_ray.eval.loading import load_model
     from zv_ray.eval.prepare import prepare_eval_views
@@ -133,12 +133,23 @@ def test_in_training_helper_scores_prerendered_views(tiny_checkpoint):
     views = prepare_eval_views(GSO_DIR, cfg, max_objects=2, num_test_views=3)
     assert [v.rgba.shape for v in views] == [(4 + 3, 64, 64, 4)] * 2
     model = load_model(ckpt, torch.device("cpu")).model.train()
-    metrics = evaluate_objects(model, views, cfg)
+    metrics, kept = evaluate_objects(model, views, cfg, keep=1)
     # No LPIPS network given; the all-white image is scored beside the model, with the margin over it.
     assert set(metrics) == {"gso/psnr", "gso/ssim", "gso/white_psnr", "gso/white_ssim", "gso/psnr_over_white"}
     assert metrics["gso/psnr_over_white"] == pytest.approx(metrics["gso/psnr"] - metrics["gso/white_psnr"])
     assert model.training  # left as it was
-    assert metrics == evaluate_objects(model, views, cfg)  # deterministic
+    assert metrics == evaluate_objects(model, views, cfg)[0]  # deterministic
+    assert [r.name for r in kept] == [views[0].name]
+
+    # What a sweep's trials leave for `zv-ray compare`: the kept objects' test views as uint8, read back intact.
+    from zv_ray.eval.predictions import load_predictions, pack_predictions, save_predictions
+
+    back = load_predictions(save_predictions(tmp_path / "val.npz", pack_predictions(kept, step=7)))
+    res = cfg.train.resolution
+    assert (back.step, back.names, back.pred.shape) == (7, [views[0].name], (1, 3, res, res, 3))
+    assert back.pred.dtype == np.uint8 and back.target.shape == back.pred.shape
+    np.testing.assert_allclose(back.pred[0] / 255.0, kept[0].pred.permute(0, 2, 3, 1).numpy(), atol=0.5 / 255 + 1e-6)
+    assert back.psnr[0] == pytest.approx(kept[0].psnr)
 
 
 def test_eval_in_domain_zeroverse(tiny_checkpoint, tmp_path):
@@ -192,7 +203,6 @@ def test_eval_in_domain_zeroverse(tiny_checkpoint, tmp_path):
 def test_validation_objects_ignore_the_training_generator_settings():
     """The held-out set is generated with data.val_zeroverse, so a sweep over zeroverse.* (augmentation arms)
     ranks every trial on the same objects; changing data.val_zeroverse does change them."""
-    pytest.importorskip("zv_ray.zeroverse")
     from zv_ray.eval.prepare import iter_zeroverse_objects
     from zv_ray.eval.protocol import EvalProtocol
 

@@ -12,7 +12,7 @@ from zv_ray.render.cameras import ring_cameras
 from zv_ray.model.checkpoint import config_of, load_checkpoint, save_checkpoint
 from zv_ray.train.schedule import lr_at
 from zv_ray.train.step import build_optimizer, clipped_step
-from zv_ray.inference.views import make_view_batch, pick_view_indices
+from zv_ray.inference.views import make_view_batch, pick_training_views, pick_view_indices
 
 
 def test_schedule_warms_up_then_decays_to_min():
@@ -106,6 +106,31 @@ def test_too_few_near_views_are_topped_up_with_the_nearest():
     c2w = _ring_c2w(12)  # 30 deg apart: within 35 deg of one input there are only 2 views
     idx = pick_view_indices(c2w, 1, 4, torch.Generator().manual_seed(1), max_angle_deg=35.0)[0]
     assert sorted(_angles_to_inputs(c2w, idx, 1).round().tolist()) == [30.0, 30.0, 60.0, 60.0]
+
+
+def test_spread_inputs_surround_the_object_random_ones_often_do_not():
+    """input_rule "spread": on a ring of 12 views, 4 spread inputs are always 90 deg apart (the evaluation
+    protocol's layout); random draws often put two inputs side by side."""
+    c2w = _ring_c2w(12)
+    g = torch.Generator().manual_seed(0)
+
+    def gaps(row: torch.Tensor) -> list[float]:  # sorted azimuth gaps between the 4 inputs, deg
+        az = sorted(float(i) * 30.0 for i in row[:4])
+        return sorted([b - a for a, b in zip(az, az[1:])] + [360.0 - az[-1] + az[0]])
+
+    spread = [pick_view_indices(c2w, 4, 4, g, input_rule="spread")[0] for _ in range(20)]
+    assert all(gaps(row) == [90.0] * 4 for row in spread)
+    assert len({int(row[0]) for row in spread}) > 3  # the first input is still random
+    assert all(len(set(row.tolist())) == 8 for row in spread)
+    random_rows = [pick_view_indices(c2w, 4, 4, g)[0] for _ in range(20)]
+    assert min(gaps(row)[0] for row in random_rows) == 30.0
+
+
+def test_training_views_follow_the_config():
+    cfg = load_config(None, ["train.num_input_views=4", "train.num_target_views=2", "train.input_views=spread"])
+    idx = pick_training_views(_ring_c2w(12), cfg.train, torch.Generator().manual_seed(3))
+    same = pick_view_indices(_ring_c2w(12), 4, 2, torch.Generator().manual_seed(3), input_rule="spread")
+    assert idx.shape == (1, 6) and torch.equal(idx, same)
 
 
 def test_weight_decay_only_on_matrices():

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
 import pytest
 import typer
 from mlflow.entities import Metric
@@ -10,6 +14,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from zv_ray.cli.sweep import compare as compare_command
+from zv_ray.eval.predictions import Predictions, save_predictions
 from zv_ray.tune.compare import compare, table
 from zv_ray.tracking import (
     DIVERGED_TAG, METRIC_TAG, MODE_TAG, OUTCOME_TAG, ROLE_TAG, SPACE_TAG, SWEEP_TAG, TRIAL_TAG,
@@ -20,22 +25,43 @@ TRIALS = [  # trial id, augmentation, perceptual weight, val/psnr history, diver
     ("t1", "all", 0.2, [11.0, 14.5], False),
     ("t2", "all", 0.5, [9.0, 8.0], True),
 ]
+# Each trial's prediction is one solid colour, so the grid can be read back; t2 diverged before any evaluation.
+COLOURS = {"t0": (200, 30, 30), "t1": (30, 200, 30)}
+TARGET = (30, 30, 200)
+LR_TRIALS = [("l0", 1e-4, 0.30), ("l1", 1e-3, 0.20), ("l2", 1e-2, 0.25)]  # trial id, train.lr, best val/lpips
+
+
+def log_predictions(client, run_id: str, colour: tuple[int, int, int], tmp: Path) -> None:
+    """The artifact the training hook writes: 2 objects x 3 test views of 8 px."""
+    pred = np.broadcast_to(np.array(colour, np.uint8), (2, 3, 8, 8, 3)).copy()
+    target = np.broadcast_to(np.array(TARGET, np.uint8), pred.shape).copy()
+    path = save_predictions(tmp / run_id / "val.npz", Predictions(8, ["val_0000", "val_0001"], pred, target,
+                                                                   np.array([12.0, 13.0])))
+    client.log_artifact(run_id, str(path), "predictions")
+
+
+def fabricate_sweep(client, exp: str, name: str, space: str, metric: str, mode: str) -> str:
+    return client.create_run(exp, run_name=name, tags={
+        SWEEP_TAG: name, ROLE_TAG: "parent", SPACE_TAG: space, METRIC_TAG: metric, MODE_TAG: mode,
+    }).info.run_id
+
+
+def trial_run(client, exp: str, parent: str, sweep: str, trial_id: str, diverged: bool = False) -> str:
+    return client.create_run(exp, run_name=f"{sweep}-{trial_id}", tags={
+        "mlflow.parentRunId": parent, SWEEP_TAG: sweep, ROLE_TAG: "trial", TRIAL_TAG: trial_id,
+        DIVERGED_TAG: "yes" if diverged else "no", OUTCOME_TAG: "diverged" if diverged else "completed",
+    }).info.run_id
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"  # one store: creating one takes seconds
+    tmp = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"  # one store: creating one takes seconds
     client = MlflowClient(uri)
-    exp = client.create_experiment("zv-ray")
-    parent = client.create_run(exp, run_name="ablate", tags={
-        SWEEP_TAG: "ablate", ROLE_TAG: "parent", SPACE_TAG: "augmentation,loss.perceptual_weight",
-        METRIC_TAG: "val/psnr", MODE_TAG: "max",
-    }).info.run_id
+    exp = client.create_experiment("zv-ray", artifact_location=str(tmp / "artifacts"))
+    parent = fabricate_sweep(client, exp, "ablate", "augmentation,loss.perceptual_weight", "val/psnr", "max")
     for trial_id, aug, weight, psnr, diverged in TRIALS:
-        run = client.create_run(exp, run_name=f"ablate-{trial_id}", tags={
-            "mlflow.parentRunId": parent, SWEEP_TAG: "ablate", ROLE_TAG: "trial", TRIAL_TAG: trial_id,
-            DIVERGED_TAG: "yes" if diverged else "no", OUTCOME_TAG: "diverged" if diverged else "completed",
-        }).info.run_id
+        run = trial_run(client, exp, parent, "ablate", trial_id, diverged)
         for k, v in {"sweep.augmentation": aug, "sweep.loss.perceptual_weight": weight,
                      "loss.perceptual_weight": weight, "zeroverse.p_boolean": 0.4 if aug == "all" else 0.0}.items():
             client.log_param(run, k, v)
@@ -44,8 +70,19 @@ def store(tmp_path_factory):
         metrics += [Metric("train/loss", 1.0 / (s + 1), 0, s) for s in (2, 4, 6, 8)]
         metrics += [Metric("train/skipped_steps", 3.0 if diverged else 0.0, 0, 8)]
         client.log_batch(run, metrics=metrics)
+        if trial_id in COLOURS:
+            log_predictions(client, run, COLOURS[trial_id], tmp)
         client.set_terminated(run)
     client.set_terminated(parent)
+
+    # A second sweep: one numeric key, a lower-is-better metric, no predictions logged.
+    lr_parent = fabricate_sweep(client, exp, "lr-search", "train.lr", "val/lpips", "min")
+    for trial_id, lr, lpips in LR_TRIALS:
+        run = trial_run(client, exp, lr_parent, "lr-search", trial_id)
+        client.log_param(run, "sweep.train.lr", lr)
+        client.log_batch(run, metrics=[Metric("val/lpips", lpips + 0.1, 0, 4), Metric("val/lpips", lpips, 0, 8),
+                                       Metric("train/loss", 0.1, 0, 8)])
+        client.set_terminated(run)
     return uri, parent
 
 
@@ -57,7 +94,8 @@ def test_compare_table_plots_and_artifacts(store, tmp_path):
     best = comp.rows[0]
     assert (best.best, best.final_loss, best.steps, best.skipped, best.diverged) == (14.5, 1.0 / 9, 8, 0, False)
     assert comp.rows[2].diverged and comp.rows[2].best == 9.0 and comp.rows[2].outcome == "diverged"
-    assert comp.rows[0].setting(comp.space_keys) == "augmentation=all"
+    assert comp.rows[0].setting(comp.space_keys) == "augmentation=all, loss.perceptual_weight=0.2"
+    assert comp.rows[0].setting(comp.space_keys, leave_out="augmentation") == "loss.perceptual_weight=0.2"
 
     console = Console(record=True, width=200)
     console.print(table(comp))
@@ -67,11 +105,27 @@ def test_compare_table_plots_and_artifacts(store, tmp_path):
     for needle in ("t0", "t1", "t2", "augmentation", "best val/psnr", "14.50", "white", "9.50", "+5.00", "-0.50",
                    "diverged", "yes"):
         assert needle in text, needle
+    # A plot per key the sweep varies, named by the sweep's metric and the key.
     names = sorted(p.name for p in comp.files)
-    assert names == ["curves.png", "psnr_vs_perceptual_weight.png", "table.txt"]
+    assert names == ["curves.png", "predictions_val.png", "table.txt", "val_psnr_by_augmentation.png",
+                     "val_psnr_by_loss.perceptual_weight.png"]
     assert all(p.stat().st_size > 1000 for p in comp.files if p.suffix == ".png")
     logged = {a.path for a in MlflowClient(uri).list_artifacts(parent, "compare")}
     assert logged == {f"compare/{n}" for n in names}
+
+    # The side-by-side grid shows the ground truth and every trial that has predictions, and nothing else.
+    grid = iio.imread(tmp_path / "out" / "predictions_val.png")[..., :3]
+    area = {c: int(np.all(grid == c, axis=-1).sum()) for c in (TARGET, *COLOURS.values())}
+    # 2 objects x 3 views: six equal cells of ground truth and of each trial's prediction.
+    assert area[TARGET] > 6 * 100 and all(abs(a / area[TARGET] - 1) < 0.05 for a in area.values()), area
+
+
+def test_compare_follows_the_sweeps_own_keys_and_metric(store, tmp_path):
+    uri, _ = store
+    comp = compare(uri, "lr-search", tmp_path / "lr")
+    assert (comp.metric, comp.mode, comp.space_keys) == ("val/lpips", "min", ["train.lr"])
+    assert [(r.trial_id, r.best) for r in comp.rows] == [("l1", 0.20), ("l2", 0.25), ("l0", 0.30)]  # lowest first
+    assert sorted(p.name for p in comp.files) == ["curves.png", "table.txt", "val_lpips_by_train.lr.png"]
 
 
 def test_compare_by_run_id_and_clear_lookup_errors(store, tmp_path):

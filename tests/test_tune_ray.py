@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import ray
@@ -13,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from zv_ray.config import validate_dict
 from zv_ray.config.sweep import SweepConfig
+from zv_ray.eval.predictions import load_predictions
 from zv_ray.tune.compare import compare
 from zv_ray.tracking import OUTCOME_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG
 from zv_ray.tune.sweep import run_sweep
@@ -110,6 +113,14 @@ def test_four_trials_one_diverging_land_in_mlflow_and_compare(tmp_path):
     assert {r.trial_id for r in comp.rows} == set(runs)
     assert [r.diverged for r in comp.rows].count(True) == 1
     assert all(p.exists() for p in comp.files)
+    # Named by the sweep's metric and its one key; every trial's predictions on the same validation objects.
+    assert sorted(p.name for p in comp.files) == ["curves.png", "predictions_val.png", "table.txt", "val_psnr_by_run.png"]
+    names = set()
+    for run in runs.values():
+        with tempfile.TemporaryDirectory() as tmp:
+            p = load_predictions(Path(client.download_artifacts(run.info.run_id, "predictions/val.npz", tmp)))
+        names.add(tuple(p.names))
+    assert len(names) == 1 and len(next(iter(names))) == 2  # data.num_val_objects: 2, the same ids in every trial
 
 
 def test_restore_after_interruption_runs_only_the_remaining_trials(tmp_path):

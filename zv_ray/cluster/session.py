@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from zv_ray.config import ClusterConfig
 
@@ -20,8 +21,9 @@ def init_ray(cluster: ClusterConfig) -> None:
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = cluster.ray_address or os.environ.get("RAY_ADDRESS")
-    # Forwarded so every worker sees them: GL platform choice and the failure-drill hook.
-    forwarded = ("ZV_RAY_GL", "PYOPENGL_PLATFORM", "TORCH_HOME", "ZV_RAY_FAULT_AT_STEP", "ZV_RAY_FAULT_MARKER", "ZV_RAY_FAULT_KIND")
+    # Forwarded so every worker sees them: GL platform choice and the failure-drill hooks (trainer and render actor).
+    forwarded = ("ZV_RAY_GL", "PYOPENGL_PLATFORM", "TORCH_HOME", "ZV_RAY_FAULT_AT_STEP", "ZV_RAY_FAULT_MARKER", "ZV_RAY_FAULT_KIND",
+                 "ZV_RAY_RENDER_FAULT_ARMED")
     # Storage and tracking credentials the driver was given reach the workers too (S3-compatible endpoints included).
     forwarded += tuple(k for k in os.environ if k.startswith(("AWS_", "GOOGLE_", "MLFLOW_")))
     env_vars = {
@@ -46,9 +48,24 @@ def init_ray(cluster: ClusterConfig) -> None:
         # Under `ray job submit` the job's runtime env (runtime_env.yaml) also sets env vars: merge, don't fail.
         os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
         ray.init(address=address, runtime_env=runtime_env, **quiet)
+    else:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(num_cpus=cluster.local_num_cpus, include_dashboard=False, runtime_env=runtime_env, **quiet)
+    if not cluster.verbose:
+        _native_stderr_to(os.path.join(ray_log_folder(), "driver-native-stderr.log"))
+
+
+def _native_stderr_to(path: str) -> None:
+    """Point file descriptor 2 at `path`, keeping Python's sys.stderr on the terminal. Ray's C++ core worker
+    writes some errors straight to fd 2 (every Ray Data actor pool prints issue 53727's 'constructor arguments
+    in the object store' line, which no log level silences without a line of its own)."""
+    if not os.path.isdir(os.path.dirname(path)):
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=cluster.local_num_cpus, include_dashboard=False, runtime_env=runtime_env, **quiet)
+    terminal = os.dup(2)
+    sys.stderr.flush()
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    sys.stderr = os.fdopen(terminal, "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None) or "utf-8")
 
 
 def ray_log_folder() -> str:

@@ -21,6 +21,9 @@ class TrainConfig(StrictModel):
     # Input views and extra supervision views per object (GS-LRM: 4 + 4; inputs are supervised too).
     num_input_views: int = Field(4, ge=1)
     num_target_views: int = Field(4, ge=0)
+    # How the inputs are drawn: "random" (GS-LRM) uniformly, "spread" the first at random and each next
+    # one farthest from those so far (the way the evaluation protocol surrounds the object).
+    input_views: Literal["random", "spread"] = "random"
     # How the target views are drawn: "near_input" (GS-LRM) from views whose direction is within
     # target_max_angle_deg of some input (topped up with the nearest others), "uniform" from all the rest.
     target_views: Literal["near_input", "uniform"] = "near_input"

@@ -128,10 +128,17 @@ def evaluate_objects(
     cfg: RunConfig,
     lpips_net: torch.nn.Module | None = None,
     prefix: str = "gso",
-) -> dict[str, float]:
-    """Mean metrics over pre-rendered objects, for logging during training: {'gso/psnr': ..., 'gso/white_psnr': ...,
-    'gso/psnr_over_white': ...}.
+    keep: int = 0,
+) -> tuple[dict[str, float], list[ObjectResult]]:
+    """Mean metrics over pre-rendered objects, for logging during training ({'gso/psnr': ..., 'gso/white_psnr': ...,
+    'gso/psnr_over_white': ...}), and the results (images included) of the first `keep` objects.
 
     Takes a DDP-wrapped or bare model and leaves it in the mode it was in."""
+    scores, kept = [], []
     with inference(model) as bare:
-        return summarize([evaluate_object(bare, obj, cfg, lpips_net).scores() for obj in views_list], prefix)
+        for obj in views_list:
+            result = evaluate_object(bare, obj, cfg, lpips_net)
+            scores.append(result.scores())
+            if len(kept) < keep:
+                kept.append(result)
+    return summarize(scores, prefix), kept

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from zv_ray.config import TrainConfig
+
 
 @dataclass
 class ViewBatch:
@@ -45,10 +47,13 @@ def pick_view_indices(
     generator: torch.Generator,
     rule: Literal["near_input", "uniform"] = "near_input",
     max_angle_deg: float = 60.0,
+    input_rule: Literal["random", "spread"] = "random",
 ) -> Tensor:  # [B, num_inputs + num_targets] long, inputs first, distinct per object
-    """Inputs drawn uniformly; targets drawn uniformly from the views whose viewing direction is within
-    `max_angle_deg` of some input (GS-LRM: supervise where the inputs overlap), topped up with the nearest
-    others when too few are; rule "uniform" draws targets from all remaining views."""
+    """Inputs drawn uniformly ("random"), or "spread": the first at random, each next one the view whose
+    direction is farthest from every input so far (how sparse-view benchmarks place their inputs around
+    the object). Targets drawn uniformly from the views whose viewing direction is within `max_angle_deg`
+    of some input (GS-LRM: supervise where the inputs overlap), topped up with the nearest others when
+    too few are; rule "uniform" draws targets from all remaining views."""
     batch, num_views = c2w.shape[:2]
     total = num_inputs + num_targets
     if total > num_views:
@@ -58,6 +63,8 @@ def pick_view_indices(
     rows = []
     for b in range(batch):
         order = torch.randperm(num_views, generator=generator)
+        if input_rule == "spread":
+            order = _spread_first(forward[b], order, num_inputs)
         inputs, rest = order[:num_inputs], order[num_inputs:]
         if rule == "near_input":
             cos = (forward[b, rest] @ forward[b, inputs].T).amax(dim=1)  # [Vrest] to the nearest input
@@ -67,6 +74,25 @@ def pick_view_indices(
             rest = torch.cat([rest[near], far])
         rows.append(torch.cat([inputs, rest[:num_targets]]))
     return torch.stack(rows)
+
+
+def pick_training_views(c2w: Tensor, tc: TrainConfig, generator: torch.Generator) -> Tensor:  # [B, V] long
+    """pick_view_indices under the run's rules (train.num_input_views, num_target_views, input_views,
+    target_views, target_max_angle_deg): the one choice every trainer, actor and benchmark makes."""
+    return pick_view_indices(c2w, tc.num_input_views, tc.num_target_views, generator, rule=tc.target_views,
+                             max_angle_deg=tc.target_max_angle_deg, input_rule=tc.input_views)
+
+
+def _spread_first(forward: Tensor, order: Tensor, count: int) -> Tensor:  # [Vall] the same views, reordered
+    """`order` with its first `count` entries replaced by farthest-point picks over viewing directions
+    ([Vall, 3] unit), starting from order[0]; ties keep `order`'s random ranking."""
+    chosen = [int(order[0])]
+    for _ in range(count - 1):
+        left = order[~torch.isin(order, torch.tensor(chosen))]
+        nearest = (forward[left] @ forward[chosen].T).amax(dim=1)  # [Vleft] cosine to the closest input
+        chosen.append(int(left[torch.argmin(nearest)]))
+    picked = torch.tensor(chosen)
+    return torch.cat([picked, order[~torch.isin(order, picked)]])
 
 
 def make_view_batch(

@@ -29,7 +29,8 @@ from zv_ray.splat.gaussians import Gaussians
 
 SH_C0 = 0.28209479177387814  # degree-0 real spherical harmonic
 GAUSSIAN_CHANNELS = 12  # depth 1, SH0 colour 3, scale 3, quaternion 4, opacity 1
-# The CPU demo size (docs/model.md): at 32 px, 4 input + 4 target views, a batch-1 step is ~0.2 s on one core.
+# A CPU-sized model for tests and dry runs: at 32 px, 4 input + 4 target views, a batch-1 step is ~0.2 s on one
+# core. configs/tiny.yaml (the demo) uses it with patch 4, a third slower per step and better per CPU-minute.
 TINY = {"patch_size": 8, "width": 128, "depth": 4, "num_heads": 4}
 
 

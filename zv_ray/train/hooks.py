@@ -113,14 +113,26 @@ class Hooks:
         if now.log:
             self.state.last_metrics.update(self._perf())
             if self.rank0 and now.evaluate:
-                from zv_ray.eval.evaluate import evaluate_objects
-
-                for suite, objects in self.suites.items():
-                    self.state.last_metrics.update(evaluate_objects(model, objects, self.cfg, self.lpips_net, prefix=suite))
+                self.state.last_metrics.update(self._evaluate(model))
             if self.rank0:
                 self.logger.metrics(self.state.last_metrics, step=self.state.step)
         if now.log or now.checkpoint:
             self._report(model, optimizer, checkpoint=now.checkpoint)
+
+    def _evaluate(self, model) -> dict[str, float]:
+        """Every suite's scores; each suite's predictions go to the run as predictions/<suite>.npz (overwritten at
+        every evaluation), which `zv-ray compare` lays side by side across a sweep's trials."""
+        from zv_ray.eval.evaluate import evaluate_objects
+        from zv_ray.eval.predictions import MAX_OBJECTS, pack_predictions, save_predictions
+
+        metrics = {}
+        for suite, objects in self.suites.items():
+            scores, kept = evaluate_objects(model, objects, self.cfg, self.lpips_net, prefix=suite, keep=MAX_OBJECTS)
+            metrics.update(scores)
+            with tempfile.TemporaryDirectory() as tmp:
+                self.logger.artifact(save_predictions(Path(tmp) / f"{suite}.npz", pack_predictions(kept, self.state.step)),
+                                     "predictions")
+        return metrics
 
     def _perf(self) -> dict[str, float]:
         w, global_batch = self.window, self.cfg.train.batch_size_per_worker * self.worker.world

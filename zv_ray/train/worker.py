@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from zv_ray.config import RunConfig, validate_dict
-from zv_ray.inference.views import ViewBatch, make_view_batch, pick_view_indices
+from zv_ray.inference.views import ViewBatch, make_view_batch, pick_training_views
 from zv_ray.model.checkpoint import load_checkpoint
 from zv_ray.train.step import StepOutcome, build_optimizer
 
@@ -118,6 +118,5 @@ def view_batch(worker: Worker, raw: dict, step: int) -> ViewBatch:
     tc, idx = worker.cfg.train, None
     if worker.cfg.data.source == "parquet":
         seed = int(np.random.SeedSequence([worker.cfg.seed, worker.rank, step]).generate_state(1)[0])
-        idx = pick_view_indices(raw["c2w"], tc.num_input_views, tc.num_target_views, torch.Generator().manual_seed(seed),
-                                rule=tc.target_views, max_angle_deg=tc.target_max_angle_deg)
+        idx = pick_training_views(raw["c2w"], tc, torch.Generator().manual_seed(seed))
     return make_view_batch(raw["rgb"], raw["intrinsics"], raw["c2w"], idx, tc.num_input_views, tc.resolution, worker.device)

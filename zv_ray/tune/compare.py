@@ -1,4 +1,5 @@
-"""Compare a sweep's trials from MLflow: a table, PSNR-vs-perceptual-weight and curve plots (PNG artifacts).
+"""Compare a sweep's trials from MLflow: a table, the sweep metric against each key the sweep varies, curves, and
+every trial's predictions on the same held-out objects side by side (PNG artifacts on the parent run).
 
     zv-ray compare augmentation-tiny              # by sweep name (newest parent run of that name)
     zv-ray compare 3f2a...e9 --tracking-uri sqlite:///outputs/runs/mlflow.db
@@ -8,16 +9,19 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from mlflow.exceptions import MlflowException
+
+from zv_ray.eval.predictions import Predictions
 from zv_ray.tracking import (
     DIVERGED_TAG, METRIC_TAG, MODE_TAG, OUTCOME_TAG, PARAM_PREFIX, ROLE_TAG, SPACE_TAG, SWEEP_TAG, TRIAL_TAG, child_runs,
 )
-
-PERCEPTUAL_KEY = "loss.perceptual_weight"
-AUGMENTATION_KEYS = ("zeroverse.p_heightfield", "zeroverse.p_boolean", "zeroverse.p_wireframe")
 
 
 @dataclass
@@ -36,12 +40,9 @@ class TrialRow:
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
     metric_curve: list[tuple[int, float]] = field(default_factory=list)
 
-    def setting(self, keys: list[str]) -> str:
-        """Label of everything the trial varies besides the perceptual weight (augmentation, clipping, ...)."""
-        parts = [f"{k}={self.values.get(k)}" for k in keys if k != PERCEPTUAL_KEY]
-        if not parts:
-            parts = [f"{k.split('.p_')[-1]} {self.params.get(k)}" for k in AUGMENTATION_KEYS]
-        return ", ".join(parts)
+    def setting(self, keys: list[str], leave_out: str | None = None) -> str:
+        """Label of the values this trial sampled for `keys` (but `leave_out`): "augmentation=all, train.lr=0.001"."""
+        return ", ".join(f"{k}={self.values.get(k)}" for k in keys if k != leave_out)
 
 
 @dataclass
@@ -138,44 +139,59 @@ def table(comp: Comparison):
     return t
 
 
-def plot(comp: Comparison, out_dir: Path) -> list[Path]:
-    """psnr_vs_perceptual_weight.png (one line per setting; bars when the weight is fixed) and curves.png
-    (loss and metric per trial)."""
-    import matplotlib
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
-    matplotlib.use("Agg")
+
+def _numeric(values: list[str]) -> list[float] | None:
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        return None
+
+
+def plot_key(comp: Comparison, key: str, out_dir: Path) -> Path:
+    """<metric>_by_<key>.png: each trial's best metric against the value it sampled for `key`, one series per
+    setting of the other space keys (their mean per value joined by a line), diverged trials marked, the
+    all-white image's score on the same validation views as a dashed line."""
     import matplotlib.pyplot as plt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    by_setting: dict[str, list[TrialRow]] = {}
-    for r in comp.rows:
-        by_setting.setdefault(r.setting(comp.space_keys), []).append(r)
-
-    weights = {r.params.get(PERCEPTUAL_KEY) for r in comp.rows}
+    scored = sorted((r for r in comp.rows if r.best is not None), key=lambda r: r.trial_id)  # Tune's grid order
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    if len(weights) == 1:  # one weight (an augmentation ablation): a bar per trial says more than a column of dots
-        scored = sorted((r for r in comp.rows if r.best is not None), key=lambda r: r.best)
-        repeats = len(by_setting) < len(comp.rows)  # num_samples > 1: tell repeats of a setting apart
-        labels = [r.setting(comp.space_keys) + (f" {r.trial_id}" if repeats else "") for r in scored]
-        bars = ax.bar(labels, [r.best for r in scored], color=["tab:red" if r.diverged else "tab:blue" for r in scored])
-        ax.bar_label(bars, fmt="%.2f", fontsize=8)
-        if scored:
-            ax.set_ylim(scored[0].best - 1, scored[-1].best + 0.5)
-        ax.set_xlabel(f"{PERCEPTUAL_KEY} = {weights.pop()} (red: diverged)")
-        ax.tick_params(axis="x", labelrotation=20, labelsize=7)
+    numbers = _numeric([r.values[key] for r in scored])
+    if numbers is None:  # categories (bundle labels, strings) in the order the grid visits them
+        order = list(dict.fromkeys(r.values[key] for r in scored))
+        x_of = {r.run_id: float(order.index(r.values[key])) for r in scored}
+        ax.set_xticks(range(len(order)), order, rotation=20 if len(order) > 4 else 0, fontsize=8)
     else:
-        for label, rows in sorted(by_setting.items()):
-            pts = sorted(
-                (float(r.params.get(PERCEPTUAL_KEY, "nan")), r.best, r.diverged) for r in rows if r.best is not None
-            )
-            line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
-            diverged = [p for p in pts if p[2]]
-            if diverged:
-                ax.plot([p[0] for p in diverged], [p[1] for p in diverged], "x", color=line.get_color(), markersize=12)
-        ax.set_xlabel(f"{PERCEPTUAL_KEY} (x: diverged)")
-        ax.legend(fontsize=7)
+        x_of = {r.run_id: x for r, x in zip(scored, numbers)}
+        if min(numbers) > 0 and max(numbers) >= 20 * min(numbers):
+            ax.set_xscale("log")
+    series: dict[str, list[TrialRow]] = {}
+    for r in scored:
+        series.setdefault(r.setting(comp.space_keys, leave_out=key), []).append(r)
+    for label, rows in sorted(series.items()):
+        xs = sorted({x_of[r.run_id] for r in rows})
+        means = [float(np.mean([r.best for r in rows if x_of[r.run_id] == x])) for x in xs]
+        line, = ax.plot(xs, means, "-", alpha=0.6, label=label or None)
+        ax.plot([x_of[r.run_id] for r in rows], [r.best for r in rows], "o", color=line.get_color())
+        bad = [r for r in rows if r.diverged]
+        ax.plot([x_of[r.run_id] for r in bad], [r.best for r in bad], "x", color="tab:red", markersize=12,
+                label="diverged" if bad and label == sorted(series)[0] else None)
+    whites = [r.white for r in scored if r.white is not None]
+    if whites:
+        ax.axhline(float(np.mean(whites)), color="grey", linestyle="--", label=f"all-white image ({np.mean(whites):.2f})")
+    better = "higher" if comp.mode == "max" else "lower"
+    ax.set(xlabel=key, ylabel=f"best {comp.metric} ({better} is better)", title=f"{comp.sweep}: {comp.metric} by {key}")
     ax.grid(alpha=0.3)
-    psnr_png = _save(fig, out_dir / "psnr_vs_perceptual_weight.png")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    return _save(fig, out_dir / f"{_slug(comp.metric)}_by_{_slug(key)}.png")
+
+
+def plot_curves(comp: Comparison, out_dir: Path) -> Path:
+    """curves.png: training loss and the sweep metric over steps, one line per trial."""
+    import matplotlib.pyplot as plt
 
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(12, 4.5))
     for r in comp.rows:
@@ -189,7 +205,61 @@ def plot(comp: Comparison, out_dir: Path) -> list[Path]:
     for ax in (ax_loss, ax_metric):
         ax.grid(alpha=0.3)
     ax_loss.legend(fontsize=6)
-    return [psnr_png, _save(fig, out_dir / "curves.png")]
+    return _save(fig, out_dir / "curves.png")
+
+
+def fetch_predictions(client, comp: Comparison, tmp: Path) -> tuple[str, dict[str, Predictions]]:
+    """(suite, trial id -> its latest predictions) from the trials' predictions/<suite>.npz artifacts: the
+    fixed validation suite when any trial has it, else the real scans."""
+    from zv_ray.eval.predictions import load_predictions
+
+    for suite in ("val", "gso"):
+        found = {}
+        for r in comp.rows:
+            try:
+                found[r.trial_id] = load_predictions(Path(client.download_artifacts(
+                    r.run_id, f"predictions/{suite}.npz", str(tmp / r.run_id))))
+            except (OSError, MlflowException):  # the trial died before its first evaluation
+                continue
+        if found:
+            return suite, found
+    return "", {}
+
+
+def _strip(views: np.ndarray) -> np.ndarray:  # [V, H, W, 3] -> [H, V * (W + 1) - 1, 3], grey between views
+    gutter = np.full((views.shape[1], 1, 3), 200, np.uint8)
+    return np.concatenate([x for v in views for x in (v, gutter)][:-1], axis=1)
+
+
+def prediction_grid(comp: Comparison, suite: str, found: dict[str, Predictions], out_dir: Path) -> Path:
+    """predictions_<suite>.png: a column per object every shown trial predicted (its test views side by side),
+    the ground truth on top, then a row per trial (best first), labelled by what it sampled and its score."""
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in comp.rows if r.trial_id in found]
+    names = [n for n in found[shown[0].trial_id].names if all(n in found[r.trial_id].names for r in shown)]
+    views = min(found[r.trial_id].pred.shape[1] for r in shown)
+    first = found[shown[0].trial_id]
+    rows = [("ground truth", first, "target")] + [(_row_label(comp, r), found[r.trial_id], "pred") for r in shown]
+    fig, axes = plt.subplots(len(rows), len(names), figsize=(0.9 * views * len(names) + 2.2, 1.0 * len(rows) + 0.6),
+                             squeeze=False)
+    for i, (label, p, kind) in enumerate(rows):
+        for j, name in enumerate(names):
+            axes[i, j].imshow(_strip(getattr(p, kind)[p.names.index(name), :views]), interpolation="nearest")
+            axes[i, j].set_xticks([])
+            axes[i, j].set_yticks([])
+        axes[i, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=6)
+    for j, name in enumerate(names):
+        axes[0, j].set_title(name, fontsize=7)
+    fig.suptitle(f"{comp.sweep}: every trial's predictions on the same {suite} objects (latest evaluation)", fontsize=8)
+    return _save(fig, out_dir / f"predictions_{suite}.png")
+
+
+def _row_label(comp: Comparison, r: TrialRow) -> str:
+    """Trial id, a line per sampled value (short key), its score."""
+    score = "-" if r.best is None else f"{r.best:.2f}"
+    sampled = [f"{k.rsplit('.', 1)[-1]}={r.values.get(k)}" for k in comp.space_keys]
+    return "\n".join([r.trial_id, *sampled, f"{comp.metric} {score}" + (" (diverged)" if r.diverged else "")])
 
 
 def _save(fig, path: Path) -> Path:
@@ -202,20 +272,28 @@ def _save(fig, path: Path) -> Path:
 
 
 def compare(tracking_uri: str, ref: str, out_dir: Path | None = None, *, log_artifacts: bool = True) -> Comparison:
-    """Load the trials, write table.txt and the plots under out_dir (outputs/compare/<sweep>) and, by
-    default, log them as artifacts of the parent run under compare/."""
+    """Load the trials; write table.txt, a <metric>_by_<key>.png per space key, curves.png and the trials'
+    predictions side by side (predictions_<suite>.png) under out_dir (outputs/compare/<sweep>); by default
+    log them as artifacts of the parent run under compare/."""
+    import matplotlib
     from mlflow.tracking import MlflowClient
     from rich.console import Console
 
+    matplotlib.use("Agg")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # else a bar per trial downloaded
+    client = MlflowClient(tracking_uri)
     comp = load_comparison(tracking_uri, ref)
     out_dir = out_dir or Path("outputs/compare") / comp.sweep
-    files = plot(comp, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     text = Console(record=True, width=200, file=io.StringIO())
     text.print(table(comp))
     (out_dir / "table.txt").write_text(text.export_text())
-    comp.files = [out_dir / "table.txt", *files]
+    comp.files = [out_dir / "table.txt", *(plot_key(comp, k, out_dir) for k in comp.space_keys), plot_curves(comp, out_dir)]
+    with tempfile.TemporaryDirectory() as tmp:
+        suite, found = fetch_predictions(client, comp, Path(tmp))
+        if found:
+            comp.files.append(prediction_grid(comp, suite, found, out_dir))
     if log_artifacts:
-        client = MlflowClient(tracking_uri)
         for path in comp.files:
             client.log_artifact(comp.parent_run_id, str(path), "compare")
     return comp
