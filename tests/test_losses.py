@@ -136,13 +136,13 @@ def test_reconstruction_loss_is_mse_plus_weighted_lpips(net):
     total, parts = reconstruction_loss(pred, target, net, 0.2)
     mse = ((pred - target) ** 2).mean()
     torch.testing.assert_close(parts["mse"], mse.detach())
-    torch.testing.assert_close(parts["lpips"], net(pred[0], target[0]).mean().detach())
-    torch.testing.assert_close(total, mse + 0.2 * parts["lpips"])
+    torch.testing.assert_close(parts["perceptual"], net(pred[0], target[0]).mean().detach())
+    torch.testing.assert_close(total, mse + 0.2 * parts["perceptual"])
     total.backward()
     assert pred.grad.abs().sum() > 0
     only_mse, parts = reconstruction_loss(pred, target, None, 0.2)
     torch.testing.assert_close(only_mse, mse)
-    assert parts["lpips"] == 0
+    assert parts["perceptual"] == 0
 
 
 def test_vgg_weights_on_s3_are_checked_and_loaded_on_any_node(vgg_file, s3_env):

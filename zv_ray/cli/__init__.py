@@ -59,10 +59,10 @@ def main() -> None:
     from zv_ray.data.parquet import CorruptShardError
     from zv_ray.eval.camera_file import CameraFileError
     from zv_ray.io.storage import StorageError
-    from zv_ray.losses.perceptual import LpipsWeightsMissing
+    from zv_ray.losses.perceptual import PerceptualWeightsMissing
     from zv_ray.splat.backend import RasterizerUnavailable
 
-    user_errors = (ConfigError, CorruptShardError, CameraFileError, LpipsWeightsMissing, DoctorFailed, StorageError,
+    user_errors = (ConfigError, CorruptShardError, CameraFileError, PerceptualWeightsMissing, DoctorFailed, StorageError,
                    RasterizerUnavailable, FileExistsError, FileNotFoundError, LookupError)
     try:
         app()

@@ -53,11 +53,17 @@ class ModelConfig(StrictModel):
 
 
 class LossConfig(StrictModel):
-    # Loss = MSE + perceptual_weight * LPIPS(VGG16), 0 disables it. Not GS-LRM's term: its weight 0.5 (LRM-Zero:
-    # 0.2 on Zeroverse) multiplies a VGG19 feature loss (Chen & Koltun: weighted L1 over 5 layers), which has
-    # another scale than LPIPS, so the paper weights are a starting point here, not a reproduction.
+    # Loss = MSE + perceptual_weight * the perceptual term, 0 disables it. GS-LRM's weight 0.5 (LRM-Zero: 0.2 on
+    # Zeroverse) multiplies its VGG19 feature loss ("vgg19"); with "lpips" the scale differs, so the paper's
+    # weights are a starting point there, not a reproduction.
     perceptual_weight: float = Field(0.2, ge=0)
+    # The perceptual term: "lpips" (LPIPS v0.1 on VGG16, needs vgg_weights) or "vgg19" (GS-LRM's: weighted L1
+    # between VGG19 activations at 5 layers, Chen & Koltun style, needs vgg19_weights).
+    perceptual: Literal["lpips", "vgg19"] = "lpips"
     # Perceptual term is off before this step (GS-LRM: 5000 at 256 px).
     perceptual_start_step: int = Field(0, ge=0)
     # torchvision-format VGG16 weights (vgg16-397923af.pth); None searches $TORCH_HOME/hub/checkpoints.
     vgg_weights: str | None = None
+    # MatConvNet's ImageNet VGG19 (imagenet-vgg-verydeep-19.mat) for perceptual "vgg19"; None searches
+    # $TORCH_HOME/hub/checkpoints.
+    vgg19_weights: str | None = None

@@ -26,7 +26,11 @@ VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
 _VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
 
-class LpipsWeightsMissing(RuntimeError):
+class PerceptualWeightsMissing(RuntimeError):
+    """The weights a perceptual network needs are not on this machine (nothing downloads at run time)."""
+
+
+class LpipsWeightsMissing(PerceptualWeightsMissing):
     """The VGG16 ImageNet weights or the lpips package's linear weights are not on this machine."""
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     from zv_ray.inference.predict import predict_and_render
-    from zv_ray.losses.perceptual import load_lpips
-    from zv_ray.losses.reconstruction import reconstruction_loss
+    from zv_ray.eval.evaluate import load_lpips_or_reason
+    from zv_ray.losses.reconstruction import load_perceptual_loss, reconstruction_loss
     from zv_ray.train.hooks import Hooks
     from zv_ray.train.schedule import lr_at
     from zv_ray.train.step import clipped_step, set_lr
@@ -23,7 +23,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cfg, tc = worker.cfg, worker.cfg.train
     model, optimizer, state, resumed = build_or_resume(worker)
     params = [p for p in model.parameters() if p.requires_grad]
-    lpips_net = load_lpips(cfg.loss.vgg_weights, device=worker.device) if cfg.loss.perceptual_weight > 0 else None
+    perceptual_net = load_perceptual_loss(cfg.loss, worker.device) if cfg.loss.perceptual_weight > 0 else None
+    # The evaluation's LPIPS metric: the loss network when it is LPIPS, else LPIPS if its weights are here.
+    lpips_net = perceptual_net if cfg.loss.perceptual == "lpips" else load_lpips_or_reason(cfg, worker.device)[0]
     hooks = Hooks(worker, loop_config, state, resumed, lpips_net)
 
     batch = None
@@ -34,7 +36,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         set_lr(optimizer, lr)
 
         pred = predict_and_render(model, batch, cfg)
-        perceptual = lpips_net if state.step >= cfg.loss.perceptual_start_step else None
+        perceptual = perceptual_net if state.step >= cfg.loss.perceptual_start_step else None
         loss, terms = reconstruction_loss(pred.flatten(0, 1), batch.images.flatten(0, 1), perceptual, cfg.loss.perceptual_weight)
         loss.backward()
         outcome = clipped_step(params, optimizer, grad_clip=tc.grad_clip, skip_grad_norm=tc.skip_grad_norm)
