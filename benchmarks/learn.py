@@ -22,11 +22,12 @@ import random
 import time
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import torch
 
 from zv_ray.config import RunConfig, load_config
-from zv_ray.eval.evaluate import evaluate_object, evaluate_objects, inference
+from zv_ray.eval.evaluate import ObjectResult, evaluate_objects
 from zv_ray.eval.prepare import EvalObject, iter_zeroverse_objects, prepare_eval_views
 from zv_ray.eval.protocol import EvalProtocol
 from zv_ray.eval.report import comparison_grid
@@ -64,13 +65,19 @@ def render_pool(cfg: RunConfig, renderer: Renderer, cache: Path) -> list[dict]:
     return pool
 
 
-def score(model: torch.nn.Module, suites: dict[str, list[EvalObject]], cfg: RunConfig) -> dict[str, float]:
-    return {k: v for s, objs in suites.items() for k, v in evaluate_objects(model, objs, cfg, prefix=s)[0].items()}
+def score(model: torch.nn.Module, suites: dict[str, list[EvalObject]], cfg: RunConfig
+          ) -> tuple[dict[str, float], dict[str, list[ObjectResult]]]:
+    """Every suite's mean metrics, and each object's result (its images: the last call's make the grids)."""
+    metrics, results = {}, {}
+    for s, objs in suites.items():
+        suite_metrics, results[s] = evaluate_objects(model, objs, cfg, prefix=s, keep=len(objs))
+        metrics.update(suite_metrics)
+    return metrics, results
 
 
 def train(model, optimizer, pool, cfg: RunConfig, device, budget_s: float, clock, on_checkpoint) -> dict:
     """Steps until budget_s of training time on `clock` (evaluation excluded) has passed;
-    on_checkpoint(step, spent, loss) at each quarter of the budget."""
+    on_checkpoint(step, spent, loss) at each quarter of the budget, the last at the final step."""
     tc = cfg.train
     rng, view_rng = random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -95,9 +102,9 @@ def train(model, optimizer, pool, cfg: RunConfig, device, budget_s: float, clock
         step += 1
         spent += clock() - t0
         losses.append(float(loss.detach()))
-        if spent >= next_mark * budget_s / 4:
+        if spent >= next_mark * budget_s / 4:  # a step past several marks scores once; the last step always scores
             on_checkpoint(step, spent, float(np.mean(losses[-50:])))
-            next_mark += 1
+            next_mark = int(4 * spent / budget_s) + 1
     return {"steps": step, "train_s": spent, "s_per_step": spent / max(step, 1), "wall_s": time.perf_counter() - started}
 
 
@@ -142,11 +149,13 @@ def main() -> None:
     torch.manual_seed(cfg.seed)
     model = GSLRM(cfg.model).to(device)
     optimizer = build_optimizer(model, cfg.train)
-    untrained = score(model, suites, cfg)
+    untrained, latest = score(model, suites, cfg)
     curve = [{"step": 0, "train_s": 0.0, "loss": None, **untrained}]
 
     def on_checkpoint(step: int, spent: float, loss: float) -> None:
-        curve.append({"step": step, "train_s": spent, "loss": loss, **score(model, suites, cfg)})
+        nonlocal latest
+        metrics, latest = score(model, suites, cfg)
+        curve.append({"step": step, "train_s": spent, "loss": loss, **metrics})
         print(f"  step {step:6d}  {spent / 60:5.1f} min  loss {loss:.4f}  " + "  ".join(
             f"{s} {curve[-1][f'{s}/psnr']:.2f} dB ({curve[-1][f'{s}/psnr_over_white']:+.2f})" for s in suites))
 
@@ -165,14 +174,11 @@ def main() -> None:
               f"{trained[f'{s}/psnr']:8.2f} {trained[f'{s}/psnr_over_white']:+7.2f}  "
               f"{trained[f'{s}/white_ssim']:.3f} / {trained[f'{s}/ssim']:.3f}")
 
-    with inference(model) as bare:
-        import imageio.v3 as iio
-
-        for s, objs in suites.items():
-            (out / "grids" / s).mkdir(parents=True, exist_ok=True)
-            for obj in objs:
-                r = evaluate_object(bare, obj, cfg)
-                iio.imwrite(out / "grids" / s / f"{obj.name}.png", comparison_grid(r.inputs, r.pred, r.target))
+    # The budget ends on a scoring (train calls on_checkpoint at its last step): its results are the trained model's.
+    for s, results in latest.items():
+        (out / "grids" / s).mkdir(parents=True, exist_ok=True)
+        for r in results:
+            iio.imwrite(out / "grids" / s / f"{r.name}.png", comparison_grid(r.inputs, r.pred, r.target))
     save_checkpoint(out / "checkpoint", model=model, optimizer=None, step=stats["steps"], cfg=cfg)
     summary = {"config": args.config, "overrides": args.set, "minutes": args.minutes, "device": str(device), **stats,
                "curve": curve}
