@@ -34,9 +34,14 @@ class LpipsWeightsMissing(PerceptualWeightsMissing):
     """The VGG16 ImageNet weights or the lpips package's linear weights are not on this machine."""
 
 
+def hub_checkpoint(file_name: str) -> Path:
+    """Where torch hub caches weight files: $TORCH_HOME/hub/checkpoints (default ~/.cache/torch/hub/checkpoints)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / file_name
+
+
 def default_vgg_path() -> Path:
-    """Where torchvision caches VGG16: $TORCH_HOME/hub/checkpoints (default ~/.cache/torch/hub/checkpoints)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
+    """Where torchvision caches VGG16."""
+    return hub_checkpoint(VGG16_FILE)
 
 
 def lpips_linear_path() -> Path:

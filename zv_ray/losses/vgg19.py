@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zv_ray.io import storage
-from zv_ray.losses.perceptual import PerceptualWeightsMissing
+from zv_ray.losses.perceptual import PerceptualWeightsMissing, hub_checkpoint
 
 VGG19_FILE = "imagenet-vgg-verydeep-19.mat"
 VGG19_URL = f"https://www.vlfeat.org/matconvnet/models/{VGG19_FILE}"
@@ -31,10 +31,6 @@ NUM_CONVS = sum(map(len, STAGES))
 IMAGE_WEIGHT = 1.0
 TAP_WEIGHTS = (1 / 2.6, 1 / 4.8, 1 / 3.7, 1 / 5.6, 10 / 1.5)
 IMAGENET_MEAN_255 = (123.680, 116.779, 103.939)  # RGB: MatConvNet's input normalization
-
-
-def default_vgg19_path() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE
 
 
 class Vgg19FeatureLoss(nn.Module):
@@ -70,11 +66,11 @@ class Vgg19FeatureLoss(nn.Module):
 
 def resolve_vgg19_weights(path: str | None = None) -> str:
     """The .mat file load_vgg19_loss would read; raises PerceptualWeightsMissing saying where to put it."""
-    resolved = storage.absolute(path or default_vgg19_path())
+    resolved = storage.absolute(path or hub_checkpoint(VGG19_FILE))
     if not storage.is_file(resolved):
         raise PerceptualWeightsMissing(
             f"the VGG19 feature loss needs MatConvNet's ImageNet VGG19 weights and found none at {resolved}. Download "
-            f"{VGG19_URL} to {default_vgg19_path()} (that is $TORCH_HOME/hub/checkpoints/{VGG19_FILE}), or set "
+            f"{VGG19_URL} to {hub_checkpoint(VGG19_FILE)} (that is $TORCH_HOME/hub/checkpoints/{VGG19_FILE}), or set "
             f"loss.vgg19_weights to the file's path or an s3:// / gs:// copy every node can read; or use "
             f"loss.perceptual=lpips, or loss.perceptual_weight=0 to train without the perceptual term."
         )
