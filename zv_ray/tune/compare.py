@@ -175,9 +175,9 @@ def plot_key(comp: Comparison, key: str, out_dir: Path) -> Path:
         means = [float(np.mean([r.best for r in rows if x_of[r.run_id] == x])) for x in xs]
         line, = ax.plot(xs, means, "-", alpha=0.6, label=label or None)
         ax.plot([x_of[r.run_id] for r in rows], [r.best for r in rows], "o", color=line.get_color())
-        bad = [r for r in rows if r.diverged]
-        ax.plot([x_of[r.run_id] for r in bad], [r.best for r in bad], "x", color="tab:red", markersize=12,
-                label="diverged" if bad and label == sorted(series)[0] else None)
+    bad = [r for r in scored if r.diverged]
+    if bad:
+        ax.plot([x_of[r.run_id] for r in bad], [r.best for r in bad], "x", color="tab:red", markersize=12, label="diverged")
     whites = [r.white for r in scored if r.white is not None]
     if whites:
         ax.axhline(float(np.mean(whites)), color="grey", linestyle="--", label=f"all-white image ({np.mean(whites):.2f})")
