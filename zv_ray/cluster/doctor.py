@@ -97,13 +97,11 @@ def check_gl(cfg: RunConfig) -> Check:
 def check_vgg(cfg: RunConfig) -> Check:
     if cfg.loss.perceptual_weight <= 0:
         return Check("VGG weights", True, "not needed (loss.perceptual_weight is 0)")
-    from zv_ray.losses.perceptual import PerceptualWeightsMissing, resolve_vgg_weights
-    from zv_ray.losses.vgg19 import resolve_vgg19_weights
+    from zv_ray.losses.perceptual import PerceptualWeightsMissing
+    from zv_ray.losses.reconstruction import resolve_perceptual_weights
 
     try:
-        if cfg.loss.perceptual == "vgg19":
-            return Check("VGG weights", True, f"vgg19: {resolve_vgg19_weights(cfg.loss.vgg19_weights)}")
-        return Check("VGG weights", True, resolve_vgg_weights(cfg.loss.vgg_weights))
+        return Check("VGG weights", True, f"{cfg.loss.perceptual}: {resolve_perceptual_weights(cfg.loss)}")
     except PerceptualWeightsMissing as err:
         return Check("VGG weights", False, "missing", str(err))
 

@@ -18,6 +18,18 @@ from torch import Tensor
 from zv_ray.config import LossConfig
 
 
+def resolve_perceptual_weights(cfg: LossConfig) -> str:
+    """The weights file load_perceptual_loss would read, checked cheaply (for pre-flight checks); raises
+    PerceptualWeightsMissing naming the file and the fix."""
+    if cfg.perceptual == "vgg19":
+        from zv_ray.losses.vgg19 import resolve_vgg19_weights
+
+        return resolve_vgg19_weights(cfg.vgg19_weights)
+    from zv_ray.losses.perceptual import resolve_vgg_weights
+
+    return resolve_vgg_weights(cfg.vgg_weights)
+
+
 def load_perceptual_loss(cfg: LossConfig, device: torch.device | str) -> nn.Module:
     """The network of loss.perceptual, frozen, with its weights from the configured file (or the torch hub
     cache); raises PerceptualWeightsMissing naming the file and the fix."""
