@@ -25,6 +25,15 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def ray_shutdown_after():
+    """Each test starts its own Ray (through the code under test) and leaves none behind."""
+    yield
+    import ray
+
+    ray.shutdown()
+
+
 def free_port() -> int:
     import socket
 

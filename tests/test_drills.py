@@ -13,7 +13,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-import ray
 from mlflow.tracking import MlflowClient
 
 from zv_ray.cluster.session import init_ray
@@ -23,7 +22,7 @@ from zv_ray.pipeline import write_dataset
 from zv_ray.model.checkpoint import load_checkpoint
 from zv_ray.train.trainer import run_training
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.usefixtures("ray_shutdown_after")]
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -32,12 +31,6 @@ TINY = [
     "train.num_input_views=2", "train.num_target_views=2", "train.warmup_steps=1", "train.log_every=1",
     "data.num_val_objects=0", "data.num_generator_actors=1", "cluster.local_num_cpus=4", "cluster.max_failures=1",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_ray():
-    yield
-    ray.shutdown()
 
 
 def ray_processes(title: str) -> list[psutil.Process]:

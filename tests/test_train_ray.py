@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import ray
 import torch
 from mlflow.tracking import MlflowClient
 
@@ -12,7 +11,7 @@ from zv_ray.config import load_config
 from zv_ray.model.checkpoint import load_checkpoint
 from zv_ray.train.trainer import run_training
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.usefixtures("ray_shutdown_after")]
 
 TINY = [
     "zeroverse.mesh_resolution=8",
@@ -38,12 +37,6 @@ TINY = [
 
 def tiny_config(tmp_path, name: str, *extra: str):
     return load_config(None, [*TINY, f"cluster.storage_path={tmp_path}", f"cluster.run_name={name}", *extra])
-
-
-@pytest.fixture(autouse=True)
-def _fresh_ray():
-    yield
-    ray.shutdown()
 
 
 def metric_history(outcome, key: str) -> list[tuple[int, float]]:

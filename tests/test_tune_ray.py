@@ -20,7 +20,7 @@ from zv_ray.tune.compare import compare
 from zv_ray.tracking import OUTCOME_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG
 from zv_ray.tune.sweep import run_sweep
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("ray_shutdown_after")]
 
 TINY = {
     "zeroverse.mesh_resolution": 8,
@@ -48,12 +48,6 @@ TINY = {
     "cluster.local_num_cpus": 8,  # two trials at once: 2 x (1 worker + 2 generator actors) + 1
     "cluster.max_failures": 0,
 }
-
-
-@pytest.fixture(autouse=True)
-def _fresh_ray():
-    yield
-    ray.shutdown()
 
 
 def tiny_sweep(tmp_path, name: str, space: dict, **kw) -> SweepConfig:

@@ -10,7 +10,7 @@ import pytest
 from zv_ray.config import ConfigError, validate_dict
 from zv_ray.config.sweep import SweepConfig, load_sweep_config
 from zv_ray.tune.space import base_data, param_space, to_tune, trial_config, validate_space
-from zv_ray.tune.sweep import is_diverged, make_scheduler, preflight, trial_cpus
+from zv_ray.tune.sweep import is_diverged, make_scheduler, preflight
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,14 +132,23 @@ def tiny_sweep(**kw) -> SweepConfig:
                                "train.eval_every": 4, "data.num_generator_actors": 1}, **kw)
 
 
-def test_preflight_catches_a_sweep_that_would_hang_or_lack_its_metric():
+def test_sweep_demand_counts_every_concurrent_trial():
+    from zv_ray.cluster.resources import Supply, group_nodes, shortfall, sweep_phases
+
+    four = Supply(group_nodes([{"Alive": True, "Resources": {"CPU": 4.0, "memory": 2.0**34}}]), local=True)
     sweep = tiny_sweep()
-    configs = validate_space(sweep, base_data(sweep))
-    assert trial_cpus(configs[0]) == 3  # 1 worker + train and val generator actors
-    preflight(sweep, configs)  # 3 + 1 <= 4 logical CPUs
+    # One streamed trial: its function (0.01 CPU), 1 train worker and 1 generator actor (validation renders on rank 0).
+    (phase,) = sweep_phases(sweep, validate_space(sweep, base_data(sweep)))
+    assert sum(g.total("CPU") for g in phase) == pytest.approx(2.01)
+    assert shortfall([phase], four) is None
     too_many = tiny_sweep(max_concurrent_trials=2)
-    with pytest.raises(ConfigError, match="needs 7 logical CPUs"):
-        preflight(too_many, validate_space(too_many, base_data(too_many)))
+    problem = shortfall(sweep_phases(too_many, validate_space(too_many, base_data(too_many))), four)
+    assert "needs 4.02 CPU" in problem and "max_concurrent_trials: 1 in the sweep file" in problem
+
+
+def test_preflight_catches_a_sweep_that_lacks_its_metric_or_rungs():
+    sweep = tiny_sweep()
+    preflight(sweep, validate_space(sweep, base_data(sweep)))
     no_val = tiny_sweep(space={"data.num_val_objects": {"type": "grid", "values": [0, 2]}})
     with pytest.raises(ConfigError, match="num_val_objects > 0"):
         preflight(no_val, validate_space(no_val, base_data(no_val)))

@@ -42,7 +42,7 @@ _SAMPLES_FIXED_MB, _RECORD_FIXED_MB = 650, 500
 _BYTES_PER_PIXEL, _BYTES_PER_GL_SAMPLE, _MESH_BYTES_PER_RES2 = 24, 40, 140_000
 _MARGIN = 1.25
 # Shard writers only serialize and copy bytes.
-_WRITER_NUM_CPUS = 0.25
+WRITER_NUM_CPUS = 0.25
 MANIFEST = "dataset.json"
 
 
@@ -76,7 +76,7 @@ def stream_passes(cfg: RunConfig, count: int) -> int:
 def render_stream(
     cfg: RunConfig, first_id: int, count: int, output: Literal["samples", "record"], passes: int = 1
 ) -> Dataset:
-    """ray.data.range(count * passes) -> ZeroverseRenderActor pool: ids first_id .. first_id + count - 1,
+    """Ids 0 .. count * passes - 1 -> ZeroverseRenderActor pool: ids first_id .. first_id + count - 1,
     `passes` times (offset o is object first_id + o % count in view pass o // count)."""
     import ray.data
 
@@ -84,7 +84,11 @@ def render_stream(
 
     data = cfg.data
     total = count * passes
-    ids = ray.data.range(total, override_num_blocks=min(total, _MAX_ID_BLOCKS))
+    # Id blocks are put in the object store by the driver, not read by Ray Data's read tasks: a read task
+    # holds a CPU of its own, and with the actors holding every CPU of a small node it never starts (a silent
+    # hang on a 2-CPU head). The blocks take no resources, so the actors' request is the whole demand.
+    bounds = np.linspace(0, total, min(total, _MAX_ID_BLOCKS) + 1).astype(np.int64)
+    ids = ray.data.from_arrow([pa.table({"id": np.arange(a, b, dtype=np.int64)}) for a, b in zip(bounds, bounds[1:])])
     # Ray Data's actor pools restart a dead actor and retry its in-flight batch without limit (its
     # default); a Python exception is not retried and fails the run, naming the object id.
     return ids.map_batches(
@@ -170,7 +174,7 @@ def write_dataset(
         batch_size=cfg.data.objects_per_shard,
         batch_format="pyarrow",
         fn_kwargs={"out_dir": str(out)},
-        num_cpus=_WRITER_NUM_CPUS,
+        num_cpus=WRITER_NUM_CPUS,
     )
     ids: list[int] = []
     summary = {"objects": 0, "views": 0, "bytes": 0, "shards": 0}

@@ -55,6 +55,7 @@ app.command("demo")(demo)
 def main() -> None:
     """Entry point: bad input (config, paths, weights, shards, camera files) is one clear line, not a traceback."""
     from zv_ray.cluster.doctor import DoctorFailed
+    from zv_ray.cluster.resources import InsufficientResources
     from zv_ray.config import ConfigError
     from zv_ray.data.parquet import CorruptShardError
     from zv_ray.eval.camera_file import CameraFileError
@@ -63,7 +64,7 @@ def main() -> None:
     from zv_ray.splat.backend import RasterizerUnavailable
 
     user_errors = (ConfigError, CorruptShardError, CameraFileError, PerceptualWeightsMissing, DoctorFailed, StorageError,
-                   RasterizerUnavailable, FileExistsError, FileNotFoundError, LookupError)
+                   RasterizerUnavailable, InsufficientResources, FileExistsError, FileNotFoundError, LookupError)
     try:
         app()
     except user_errors as err:

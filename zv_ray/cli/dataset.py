@@ -34,7 +34,8 @@ def dataset(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
-    from zv_ray.cluster.session import init_ray
+    from zv_ray.cluster.resources import cluster_supply, dataset_phases, require_fit
+    from zv_ray.cluster.session import init_ray, is_local
     from zv_ray.config import load_config
     from zv_ray.pipeline import check_output_folder
     from zv_ray.io import storage
@@ -50,6 +51,7 @@ def dataset(
     check_output_folder(out)  # an existing file, old shards or an unwritable bucket fail before Ray starts
 
     init_ray(cfg.cluster)
+    require_fit(dataset_phases(cfg), cluster_supply(local=is_local(cfg.cluster)))  # in seconds, not a silent wait
     import ray.data
 
     from zv_ray.pipeline import write_dataset

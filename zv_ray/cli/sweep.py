@@ -17,6 +17,21 @@ def _console():
     return Console() if sys.stdout.isatty() else Console(width=160)
 
 
+def _print_progress_to(console) -> None:
+    """The sweep's per-trial lines (zv_ray.sweep.progress) go to this console; the callback never holds it."""
+    import logging
+
+    class ConsoleLines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            console.print(record.getMessage(), soft_wrap=True, highlight=False)
+
+    from zv_ray.tune.sweep import progress_log
+
+    progress_log.handlers[:] = [ConsoleLines()]
+    progress_log.setLevel(logging.INFO)
+    progress_log.propagate = False
+
+
 def sweep(
     config: Path = typer.Argument(..., help="Sweep YAML, e.g. configs/sweeps/augmentation_tiny.yaml"),
     resume: bool = typer.Option(
@@ -34,7 +49,8 @@ def sweep(
     cfg = load_sweep_config(config)
     if verbose:
         cfg = cfg.model_copy(update={"overrides": {**cfg.overrides, "cluster.verbose": True}})
-    outcome = run_sweep(cfg, resume=resume, console=console)
+    _print_progress_to(console)
+    outcome = run_sweep(cfg, resume=resume)
     if outcome.interrupted:
         console.print(f"[bold yellow]sweep interrupted[/]: finish it with  zv-ray sweep {config} --resume")
         raise typer.Exit(130)

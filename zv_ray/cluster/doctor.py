@@ -17,6 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Literal
 
+from zv_ray.cluster.resources import NodeKind, Supply, cluster_supply, fmt_resources, shortfall, training_phases
 from zv_ray.config import ConfigError, RunConfig
 from zv_ray.io import storage
 
@@ -183,8 +184,26 @@ def _role_resources(cfg: RunConfig, role: Role) -> dict:
     return {"num_cpus": 0, "resources": custom}
 
 
-def cluster_checks(cfg: RunConfig, tracking_uri: str, storage_path: str, timeout_s: float) -> list[Check]:
-    """One task on each node type the config uses (trainer, render), run where Ray schedules that work."""
+def _role_bundle(cfg: RunConfig, role: Role) -> dict[str, float]:
+    opts = _role_resources(cfg, role)
+    return {**opts["resources"], **({"GPU": float(opts["num_gpus"])} if opts.get("num_gpus") else {})}
+
+
+def resources_check(cfg: RunConfig, supply: Supply) -> Check:
+    """Whether a training run of this config can be placed (cluster.resources), as a row."""
+    problem = shortfall(training_phases(cfg), supply)
+    where = "local Ray" if supply.local else "cluster"
+    if problem is None:
+        nodes = ", ".join(f"{k.count}{'+' + str(k.can_add) if k.can_add else ''} x {k.name}" for k in supply.kinds)
+        return Check("resources", True, f"a training run fits the {where} ({nodes})")
+    detail, _, fix = problem.partition("; fix: ")
+    return Check("resources", False, detail, fix)
+
+
+def cluster_checks(cfg: RunConfig, tracking_uri: str, storage_path: str, timeout_s: float,
+                   supply: Supply | None = None) -> list[Check]:
+    """One task on each node type the config uses (trainer, render), run where Ray schedules that work. A node
+    type that neither exists nor can be autoscaled is a failed row at once, not a wait for `timeout_s`."""
     import ray
 
     def probe(role: Role) -> list[Check]:
@@ -192,9 +211,18 @@ def cluster_checks(cfg: RunConfig, tracking_uri: str, storage_path: str, timeout
         return [Check(c.name, c.ok, c.detail, c.fix, node) for c in node_checks(cfg, (role,), tracking_uri, storage_path)]
 
     remote = ray.remote(max_retries=0)(probe)
-    roles: tuple[Role, ...] = ("trainer", "render")
-    refs = [remote.options(**_role_resources(cfg, role)).remote(role) for role in roles]
+    supply = supply or cluster_supply(local=False)
     checks: list[Check] = []
+    roles: list[Role] = []
+    for role in ("trainer", "render"):
+        bundle = _role_bundle(cfg, role)
+        if any(all(k.resources.get(r, 0.0) >= v for r, v in bundle.items()) for k in supply.kinds):
+            roles.append(role)
+        else:
+            checks.append(Check("schedule", False, f"no {role} node: no node has {fmt_resources(bundle)}, and no "
+                                "autoscaled node type would", f"add nodes with {fmt_resources(bundle)} (cluster.yaml's "
+                                "node types), or change the config keys that ask for them", node=role))
+    refs = [remote.options(**_role_resources(cfg, role)).remote(role) for role in roles]
     for role, ref in zip(roles, refs):
         try:
             checks += ray.get(ref, timeout=timeout_s)
@@ -227,11 +255,26 @@ def run_doctor(cfg: RunConfig, *, cluster: bool, timeout_s: float = 600) -> list
     roles: tuple[Role, ...] = ("driver",) if cluster else ("driver", "trainer", "render")
     checks = node_checks(cfg, roles, tracking_uri, storage_path)
     if cluster:
-        from zv_ray.cluster.session import init_ray
+        from zv_ray.cluster.session import init_ray, is_local
 
         init_ray(cfg.cluster)
-        checks += cluster_checks(cfg, tracking_uri, storage_path, timeout_s)
+        supply = cluster_supply(local=is_local(cfg.cluster))
+        checks += [resources_check(cfg, supply), *cluster_checks(cfg, tracking_uri, storage_path, timeout_s, supply)]
+    else:
+        checks.append(resources_check(cfg, local_supply(cfg)))
     return checks
+
+
+def local_supply(cfg: RunConfig) -> Supply:
+    """The local Ray that `zv-ray train` would start here (cluster.local_num_cpus logical CPUs, this node's GPUs),
+    without starting it. Memory is left unbounded: Ray sizes it from what is free at start."""
+    import math
+
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    node = {"CPU": float(cfg.cluster.local_num_cpus), "memory": math.inf, **({"GPU": float(gpus)} if gpus else {})}
+    return Supply([NodeKind("this machine", node, 1)], local=True)
 
 
 def require(checks: list[Check]) -> None:

@@ -9,6 +9,11 @@ import sys
 from zv_ray.config import ClusterConfig
 
 
+def is_local(cluster: ClusterConfig) -> bool:
+    """True when init_ray starts a Ray of its own (sized by cluster.local_num_cpus) instead of joining one."""
+    return not (cluster.ray_address or os.environ.get("RAY_ADDRESS"))
+
+
 def init_ray(cluster: ClusterConfig) -> None:
     """Join the cluster named by config or $RAY_ADDRESS (as under `ray job submit`), else start a local one.
 
@@ -20,7 +25,7 @@ def init_ray(cluster: ClusterConfig) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    address = cluster.ray_address or os.environ.get("RAY_ADDRESS")
+    address = None if is_local(cluster) else cluster.ray_address or os.environ["RAY_ADDRESS"]
     # Forwarded so every worker sees them: GL platform choice and the failure-drill hooks (trainer and render actor).
     forwarded = ("ZV_RAY_GL", "PYOPENGL_PLATFORM", "TORCH_HOME", "ZV_RAY_FAULT_AT_STEP", "ZV_RAY_FAULT_MARKER", "ZV_RAY_FAULT_KIND",
                  "ZV_RAY_RENDER_FAULT_ARMED")

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -100,6 +101,12 @@ class SweepConfig(StrictModel):
             if entry.is_bundle and "." in key:
                 raise ValueError(f"space key {key} holds a label mapping: name it without dots (e.g. augmentation)")
         return self
+
+
+def num_trials(sweep: SweepConfig) -> int:
+    """Trials Tune will run: every grid combination, `num_samples` times (other entries sample within each)."""
+    grids = [len(entry.values) for entry in sweep.space.values() if entry.type == "grid"]
+    return sweep.num_samples * math.prod(grids)
 
 
 def load_sweep_config(path: str | Path) -> SweepConfig:

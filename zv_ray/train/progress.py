@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -32,6 +33,9 @@ class TrainingProgress:
     run_id: str
     total_steps: int
     console: Console
+    # While no new step arrives: what Ray cannot place right now (cluster.resources.pending_demand), shown as
+    # "waiting for resources: ..." instead of a silent display.
+    waiting: Callable[[], str | None] | None = None
     every_s: float = 2.0
     last: dict[str, float] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -46,13 +50,21 @@ class TrainingProgress:
         metrics = run.data.metrics
         return (int(metrics["train/step"]), metrics) if "train/step" in metrics else None
 
-    def _watch(self, update) -> None:
+    def _waiting(self) -> str | None:
+        try:
+            return self.waiting() if self.waiting else None
+        except Exception:  # noqa: BLE001 - the display must never stop training
+            return None
+
+    def _watch(self, update, wait) -> None:
         shown = -1
         while not self._stop.wait(self.every_s):
             polled = self._poll()
             if polled and polled[0] != shown:
                 shown, self.last = polled
                 update(shown, self.last)
+            elif (line := self._waiting()) is not None:
+                wait(line)
 
     def __enter__(self) -> "TrainingProgress":
         if self.console.is_terminal:
@@ -61,6 +73,7 @@ class TrainingProgress:
             task = self._bar.add_task("train", total=self.total_steps, line="starting Ray and the data actors")
             self._bar.start()
             update = lambda step, m: self._bar.update(task, completed=step, line=describe(m))  # noqa: E731
+            wait = lambda line: self._bar.update(task, line=f"waiting for resources: {line}")  # noqa: E731
         else:  # job logs, CI: a line per twentieth of the run
             self._bar, every, printed = None, max(1, self.total_steps // 20), [-1]
 
@@ -68,7 +81,14 @@ class TrainingProgress:
                 if step // every > printed[0] // every or step >= self.total_steps:
                     printed[0] = step
                     self.console.print(f"step {step}/{self.total_steps}  {describe(m)}", soft_wrap=True)
-        self._thread = threading.Thread(target=self._watch, args=(update,), daemon=True)
+
+            said = [""]
+
+            def wait(line: str) -> None:  # once per change: job logs should not fill with the same line
+                if line != said[0]:
+                    said[0] = line
+                    self.console.print(f"waiting for resources: {line}", soft_wrap=True, highlight=False)
+        self._thread = threading.Thread(target=self._watch, args=(update, wait), daemon=True)
         self._thread.start()
         self._started = time.perf_counter()
         return self

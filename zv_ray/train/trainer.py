@@ -65,13 +65,17 @@ def resume_changes(stored: RunConfig, cfg: RunConfig) -> dict[str, tuple[Any, An
     return changed
 
 
-def check_environment(cfg: RunConfig, tracking_uri: str, *, timeout_s: float = 600) -> None:
-    """The `zv-ray doctor` checks: this node first, then (after Ray is up) every node type the run uses."""
+def check_environment(cfg: RunConfig, tracking_uri: str, *, phases: list | None = None, timeout_s: float = 600) -> None:
+    """The `zv-ray doctor` checks: this node first; then, once Ray is up, whether the work (`phases`, default one
+    training run of `cfg`) fits on the cluster, in seconds, before anything waits on resources that never come;
+    then every node type the run uses."""
     from zv_ray.cluster.doctor import cluster_checks, node_checks, require, spans_several_nodes
-    from zv_ray.cluster.session import init_ray
+    from zv_ray.cluster.resources import cluster_supply, require_fit, training_phases
+    from zv_ray.cluster.session import init_ray, is_local
 
     require(node_checks(cfg, ("driver",), tracking_uri, storage_root(cfg)))
     init_ray(cfg.cluster)
+    require_fit(phases or training_phases(cfg), cluster_supply(local=is_local(cfg.cluster)))
     if spans_several_nodes(cfg):
         require(cluster_checks(cfg, tracking_uri, storage_root(cfg), timeout_s))
 
@@ -152,14 +156,16 @@ def run_training(cfg: RunConfig, *, resume: bool = False, console=None) -> Train
     if changes:
         record_resume_changes(tracking_uri, run_id, changes)
     try:
-        trainer = build_trainer(cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id)
         if console is None:
-            result = trainer.fit()
+            result = build_trainer(cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id).fit()
         else:
+            from zv_ray.cluster.resources import pending_demand
             from zv_ray.train.progress import TrainingProgress
 
-            with TrainingProgress(tracking_uri, run_id, min(cfg.train.steps, cfg.train.stop_after or cfg.train.steps), console):
-                result = trainer.fit()
+            total = min(cfg.train.steps, cfg.train.stop_after or cfg.train.steps)
+            # Around build_trainer too: a materialized set renders there, and may wait for resources as well.
+            with TrainingProgress(tracking_uri, run_id, total, console, waiting=pending_demand):
+                result = build_trainer(cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id).fit()
     except BaseException:
         finish_run(tracking_uri, run_id, status="FAILED")
         raise

@@ -12,6 +12,7 @@ so a restored trial resumes its training run from its own checkpoint.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -21,12 +22,16 @@ from ray import tune
 
 from zv_ray.config import ConfigError, RunConfig, validate_dict
 from zv_ray.config.base import set_keys
-from zv_ray.config.sweep import SweepConfig
+from zv_ray.config.sweep import SweepConfig, num_trials
 from zv_ray.tracking import (
     DIVERGED_TAG, DONE_OUTCOMES, METRIC_TAG, MODE_TAG, OUTCOME_TAG, PARAM_PREFIX, ROLE_TAG, SPACE_TAG, SWEEP_TAG,
     TRIAL_TAG, child_runs,
 )
 from zv_ray.tune.space import base_data, param_space, trial_config, validate_space
+
+# One line per finished trial, the sweep's progress display. A logger, not a console held by the callback: Tune
+# pickles its run config (callbacks included) into the experiment state, and a rich Console holds a lock.
+progress_log = logging.getLogger("zv_ray.sweep.progress")
 
 
 @dataclass(frozen=True)
@@ -89,9 +94,8 @@ class SweepTracker(tune.Callback):
     """Driver side: gives each trial's MLflow run a terminal status and an outcome tag, whatever ended it
     (the loop finishing or diverging, ASHA stopping it, an error, an interrupted sweep)."""
 
-    def __init__(self, ctx: TrialContext, console=None):
+    def __init__(self, ctx: TrialContext):
         self.ctx = ctx
-        self.console = console  # one line per finished trial: the sweep's progress display
         self.done = 0
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
@@ -112,15 +116,13 @@ class SweepTracker(tune.Callback):
         self._show(trials, trial, "failed")
 
     def _show(self, trials: list, trial, outcome: str) -> None:
-        if self.console is None:
-            return
         self.done += 1
         result = trial.last_result or {}
         metric = self.ctx.sweep.metric
         value = f"{metric} {result[metric]:.3f}" if isinstance(result.get(metric), float) else f"{metric} n/a"
         sampled = "  ".join(f"{k}={v}" for k, v in trial.config.items())
-        self.console.print(f"trial {self.done}/{max(len(trials), self.done)} {trial.trial_id} {outcome} at step "
-                           f"{result.get('step', 0):.0f}: {value}  ({sampled})", soft_wrap=True)
+        progress_log.info(f"trial {self.done}/{max(num_trials(self.ctx.sweep), self.done)} {trial.trial_id} {outcome} at step "
+                          f"{result.get('step', 0):.0f}: {value}  ({sampled})")
 
     def on_experiment_end(self, trials: list, **info) -> None:
         # Runs still RUNNING belong to trials cut off by an interruption; --resume revives them.
@@ -143,18 +145,9 @@ def _trial_dirname(trial) -> str:
     return trial.trial_id  # short and stable (the default embeds every sampled value)
 
 
-def trial_cpus(cfg: RunConfig) -> float:
-    """Logical CPUs one trial holds: its train workers plus the generator actors of its train (and val)
-    streams, as build_trainer and data.pipeline request them."""
-    workers = cfg.cluster.num_workers * cfg.cluster.cpus_per_worker
-    if cfg.data.source != "online":
-        return workers
-    streams = 1 + (cfg.data.num_val_objects > 0)
-    return workers + streams * cfg.data.num_generator_actors * cfg.data.generator_num_cpus
-
-
 def preflight(sweep: SweepConfig, configs: list[RunConfig]) -> None:
-    """Every check that can fail without Ray: metric availability, weights, datasets, local CPU budget."""
+    """Every check that can fail without Ray: metric availability, weights, datasets, ASHA's rungs (whether the
+    trials fit on the cluster is checked once Ray is up, by check_environment)."""
     from zv_ray.train.trainer import check_before_cluster_work
 
     if sweep.metric.startswith("val/") and any(c.data.num_val_objects == 0 for c in configs):
@@ -165,15 +158,6 @@ def preflight(sweep: SweepConfig, configs: list[RunConfig]) -> None:
         grace, max_t = _asha_steps(sweep, configs[0])
         if grace > max_t:
             raise ConfigError(f"scheduler.grace_period {grace} exceeds scheduler.max_t {max_t}")
-    cluster = configs[0].cluster
-    if not (cluster.ray_address or os.environ.get("RAY_ADDRESS")):
-        # +1: Ray Data's read tasks need a free CPU too, or trials wait for CPUs forever (silently).
-        need = sweep.max_concurrent_trials * max(trial_cpus(c) for c in configs) + 1
-        if need > cluster.local_num_cpus:
-            raise ConfigError(
-                f"max_concurrent_trials {sweep.max_concurrent_trials} needs {need:g} logical CPUs on local Ray but "
-                f"cluster.local_num_cpus is {cluster.local_num_cpus}: lower max_concurrent_trials or raise local_num_cpus"
-            )
 
 
 def _asha_steps(sweep: SweepConfig, cfg: RunConfig) -> tuple[int, int]:
@@ -194,9 +178,11 @@ def make_scheduler(sweep: SweepConfig, cfg: RunConfig):
                          brackets=s.brackets, stop_last_trials=False)
 
 
-def run_sweep(sweep: SweepConfig, *, resume: bool = False, console=None) -> SweepOutcome:
+def run_sweep(sweep: SweepConfig, *, resume: bool = False) -> SweepOutcome:
+    """Run (or, with resume, finish) a sweep; finished trials are reported on the `zv_ray.sweep.progress` logger."""
     from mlflow.tracking import MlflowClient
 
+    from zv_ray.cluster.resources import TUNE_TRIAL_CPUS, sweep_phases
     from zv_ray.cluster.session import init_ray
     from zv_ray.tracking import experiment_id, finish_run, resolve_tracking_uri, start_run
     from zv_ray.train.trainer import check_environment, storage_root
@@ -217,7 +203,8 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, console=None) -> Swee
         raise FileNotFoundError(f"no sweep to resume at {experiment_path} (run it once without --resume)")
 
     tracking_uri = resolve_tracking_uri(base_cfg)
-    check_environment(base_cfg, tracking_uri)  # the `zv-ray doctor` checks, on every node type the trials use
+    # The `zv-ray doctor` checks on every node type the trials use, and whether the concurrent trials fit.
+    check_environment(base_cfg, tracking_uri, phases=sweep_phases(sweep, configs))
     tags = {SWEEP_TAG: sweep.name, ROLE_TAG: "parent", SPACE_TAG: ",".join(sweep.space),
             METRIC_TAG: sweep.metric, MODE_TAG: sweep.mode}
     parent_run_id = start_run(tracking_uri, base_cfg, resume=resume, tags=tags)
@@ -230,7 +217,7 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, console=None) -> Swee
         init_ray(base_cfg.cluster)
         # The metric exists only on evaluation reports; ASHA skips reports without it, Tune's strict check would not.
         os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-        trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"CPU": 0.01})
+        trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"CPU": TUNE_TRIAL_CPUS})
         if resume:
             tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_errored=True)
         else:
@@ -243,7 +230,7 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, console=None) -> Swee
                     trial_dirname_creator=_trial_dirname,
                 ),
                 run_config=tune.RunConfig(
-                    name=sweep.name, storage_path=storage_root(base_cfg), callbacks=[SweepTracker(ctx, console)],
+                    name=sweep.name, storage_path=storage_root(base_cfg), callbacks=[SweepTracker(ctx)],
                     verbose=1 if base_cfg.cluster.verbose else 0,
                 ),
             )
@@ -254,6 +241,6 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, console=None) -> Swee
     done = results.num_errors + sum(
         r.data.tags.get(OUTCOME_TAG) in DONE_OUTCOMES for r in child_runs(tracking_uri, ctx.experiment_id, parent_run_id)
     )
-    interrupted = done < len(results)
+    interrupted = done < num_trials(sweep)  # Tune creates grid trials lazily: a Ctrl-C leaves some unborn
     finish_run(tracking_uri, parent_run_id, status="KILLED" if interrupted else "FINISHED")
     return SweepOutcome(parent_run_id, tracking_uri, experiment_path, len(results), interrupted)
