@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,41 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# The tiny recipe made tinier for jobs on a test cluster: seconds per run, the same code paths.
+TINY_JOB = [
+    "--set", "zeroverse.mesh_resolution=8", "--set", "zeroverse.texture.resolution=32",
+    "--set", "render.num_views=6", "--set", "render.resolution=32", "--set", "data.num_objects=2", "--set", "data.materialize=true",
+    "--set", "data.num_val_objects=1", "--set", "model.width=32", "--set", "model.depth=1", "--set", "model.num_heads=2",
+    "--set", "train.resolution=16", "--set", "train.num_input_views=2", "--set", "train.num_target_views=2",
+    "--set", "train.batch_size_per_worker=2", "--set", "train.steps=4", "--set", "train.warmup_steps=1",
+    "--set", "train.log_every=2", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=4",
+]
+
+
+def submit_and_wait(address: str, env: dict, entrypoint: list[str], timeout_s: float = 600) -> str:
+    """`ray job submit --no-wait` with the documented runtime env, then poll until the job ends."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", f"--address={address}", "--working-dir", str(REPO),
+           "--runtime-env", str(REPO / "runtime_env.yaml"), "--no-wait", "--", *entrypoint]
+    for _ in range(30):  # the head's job agent can take a few seconds after `ray start` to accept jobs
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+        if proc.returncode == 0:
+            break
+        time.sleep(2)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    job_id = next(w.strip("'") for line in out.splitlines() for w in line.split() if w.strip("'").startswith("raysubmit_"))
+    client = JobSubmissionClient(address)
+    deadline = time.time() + timeout_s
+    while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        assert time.time() < deadline, f"job {job_id} still {status}"
+        time.sleep(2)
+    assert status == JobStatus.SUCCEEDED, client.get_job_logs(job_id)[-4000:]
+    return client.get_job_logs(job_id)
+
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, wait_http
-from test_cluster_jobs import TINY_JOB, submit_and_wait
+from conftest import TINY_JOB, submit_and_wait
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1500)]
 
