@@ -15,13 +15,10 @@ import pyarrow as pa
 
 from zv_ray.config import RunConfig
 from zv_ray.data.schema import records_to_table
-from zv_ray.data.records import VIEWS_STAGE, object_cameras, render_object, render_samples
+from zv_ray.data.records import SAMPLE_COLUMNS, render_object, render_samples
 from zv_ray.render.renderer import Renderer
-from zv_ray.zeroverse.rng import stage_rng
 
 FAULT_ENV = "ZV_RAY_RENDER_FAULT_ARMED"
-# Numeric tensor columns of the online stream, as Ray Train's iter_torch_batches consumes them.
-TENSOR_COLUMNS = ("object_id", "rgb", "intrinsics", "c2w")
 
 
 def _fault_drill() -> None:
@@ -33,20 +30,6 @@ def _fault_drill() -> None:
     except FileNotFoundError:
         return
     os._exit(17)  # a hard crash (no exception, no cleanup), like an OOM kill
-
-
-def sample_picks(cfg: RunConfig, object_id: int, view_pass: int = 0) -> np.ndarray:  # [k, V] camera pool indices
-    """Each training sample's views, by the trainer's rule over the whole pool; pure in (seed, id, pass)."""
-    import torch
-
-    from zv_ray.inference.views import pick_training_views
-
-    tc = cfg.train
-    _, c2w = object_cameras(cfg.seed, object_id, cfg.render)
-    seed = int(stage_rng(cfg.seed, object_id, f"{VIEWS_STAGE}/{view_pass}").integers(2**62))
-    pool = torch.from_numpy(c2w).expand(cfg.data.samples_per_object, *c2w.shape)  # [k, Vall, 4, 4]
-    picks = pick_training_views(pool, tc, torch.Generator().manual_seed(seed))
-    return picks.numpy()
 
 
 class ZeroverseRenderActor:
@@ -79,12 +62,11 @@ class ZeroverseRenderActor:
                 if self.output == "record":
                     records.append(render_object(self.cfg.seed, object_id, self.cfg, self.renderer))
                 else:
-                    picks = sample_picks(self.cfg, object_id, view_pass)
-                    records.append(render_samples(self.cfg.seed, object_id, self.cfg, self.renderer, picks))
+                    records.append(render_samples(self.cfg.seed, object_id, self.cfg, self.renderer, view_pass))
             except Exception as err:
                 raise RuntimeError(
                     f"object {object_id} (seed {self.cfg.seed}) failed to generate or render: {err}"
                 ) from err
         if self.output == "record":
             return records_to_table(records, self.cfg.data.image_format, self.cfg.data.png_compress_level)
-        return {k: np.concatenate([r[k] for r in records]) for k in TENSOR_COLUMNS}
+        return {k: np.concatenate([r[k] for r in records]) for k in SAMPLE_COLUMNS}

@@ -7,8 +7,8 @@
 
 Standalone (no Ray, so a trial starts in seconds) but built only from the library: Zeroverse objects
 generated and rendered by zv-ray's renderer (`render_object`, ids from data.first_object_id, a pool of
-data.num_objects revisited at random), the trainer's view sampling, model, rasterizer, loss, clipped
-step and schedule (cosine over the budget instead of train.steps), and `zv_ray.eval` scoring on the
+data.num_objects revisited at random), the trainer's view sampling and its `train_step` (model, rasterizer,
+loss with the perceptual gate, clipped step), with the schedule cosine over the budget instead of train.steps, and `zv_ray.eval` scoring on the
 evaluation protocol: the fixed held-out Zeroverse set (data.val_zeroverse) and the shared GSO scans.
 Measured in the same run and printed side by side: the all-white image, the untrained model and the
 trained model, with margins over white, and a learning curve. Grids and a JSON summary go to --out.
@@ -31,16 +31,14 @@ from zv_ray.eval.evaluate import ObjectResult, evaluate_objects
 from zv_ray.eval.prepare import EvalObject, iter_zeroverse_objects, prepare_eval_views
 from zv_ray.eval.protocol import EvalProtocol
 from zv_ray.eval.report import comparison_grid
-from zv_ray.inference.predict import predict_and_render
 from zv_ray.inference.views import make_view_batch, pick_training_views
 from zv_ray.io.atomic import atomic_path
-from zv_ray.losses.reconstruction import reconstruction_loss
 from zv_ray.model import GSLRM, num_params
 from zv_ray.model.checkpoint import save_checkpoint
 from zv_ray.data.records import pixels_config_hash, render_object
 from zv_ray.render.renderer import Renderer
 from zv_ray.train.schedule import lr_at
-from zv_ray.train.step import build_optimizer, clipped_step, set_lr
+from zv_ray.train.step import build_optimizer, perceptual_net_for, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 GSO = REPO.parent / "shared" / "eval" / "gso"
@@ -76,11 +74,12 @@ def score(model: torch.nn.Module, suites: dict[str, list[EvalObject]], cfg: RunC
 
 
 def train(model, optimizer, pool, cfg: RunConfig, device, budget_s: float, clock, on_checkpoint) -> dict:
-    """Steps until budget_s of training time on `clock` (evaluation excluded) has passed;
+    """The loop's `train_step` until budget_s of training time on `clock` (evaluation excluded) has passed;
     on_checkpoint(step, spent, loss) at each quarter of the budget, the last at the final step."""
     tc = cfg.train
     rng, view_rng = random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
+    perceptual_net = perceptual_net_for(cfg, device)
     step, spent, next_mark, losses, started = 0, 0.0, 1, [], time.perf_counter()
     while spent < budget_s:
         t0 = clock()
@@ -92,16 +91,12 @@ def train(model, optimizer, pool, cfg: RunConfig, device, budget_s: float, clock
         # Warm-up over train.warmup_steps steps, then cosine over the budget.
         tick, warmup = (step, tc.warmup_steps) if step < tc.warmup_steps else (int(frac * _TICKS), 0)
         lr = lr_at(tick, lr=tc.lr, min_lr=tc.min_lr, warmup_steps=warmup, total_steps=_TICKS)
-        set_lr(optimizer, lr)
-        pred = predict_and_render(model, batch, cfg)
-        loss, _ = reconstruction_loss(pred.flatten(0, 1), batch.images.flatten(0, 1), None, 0.0)
-        loss.backward()
-        clipped_step(params, optimizer, grad_clip=tc.grad_clip, skip_grad_norm=tc.skip_grad_norm)
+        result = train_step(model, optimizer, params, batch, cfg, step, perceptual_net, lr=lr)
         if device.type == "cuda":
             torch.cuda.synchronize()
         step += 1
         spent += clock() - t0
-        losses.append(float(loss.detach()))
+        losses.append(result.loss)
         if spent >= next_mark * budget_s / 4:  # a step past several marks scores once; the last step always scores
             on_checkpoint(step, spent, float(np.mean(losses[-50:])))
             next_mark = int(4 * spent / budget_s) + 1

@@ -41,9 +41,9 @@ def measure(backend: str, config: str | None, overrides: list[str], objects: int
     os.environ["ZV_RAY_GL"] = backend
     import numpy as np
 
-    from actors.render import ZeroverseRenderActor, sample_picks
+    from actors.render import ZeroverseRenderActor
     from zv_ray.config import load_config
-    from zv_ray.data.records import render_object
+    from zv_ray.data.records import object_cameras, render_object, sample_picks
     from zv_ray.render.renderer import Renderer
 
     cfg = load_config(config, overrides)
@@ -62,7 +62,7 @@ def measure(backend: str, config: str | None, overrides: list[str], objects: int
         kcfg = load_config(config, [*overrides, f"data.samples_per_object={k}"])
         actor = ZeroverseRenderActor(kcfg.model_dump(mode="json"), 0, "samples")
         actor({"id": [0]})
-        rendered = sum(len(np.unique(sample_picks(kcfg, i))) for i in ids)  # views rendered (each once per object)
+        rendered = sum(len(np.unique(sample_picks(kcfg, i, 0, object_cameras(kcfg.seed, i, kcfg.render)[1]))) for i in ids)  # views rendered (each once per object)
         out["stream"][k] = {"cpu_s": cpu_seconds(actor, ids), "views_rendered": rendered}
         actor.renderer.close()
     return out

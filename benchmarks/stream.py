@@ -39,7 +39,7 @@ def batch_bytes(batch: dict[str, np.ndarray]) -> int:
 
 def account(cfg: RunConfig, objects: int) -> dict[str, float]:
     """Stream vs full renders of the same ids: pixels rendered per pixel trained, bytes per training sample."""
-    from actors.render import sample_picks
+    from zv_ray.data.records import object_cameras, sample_picks
     from zv_ray.pipeline import render_stream
 
     per_sample_views = cfg.train.num_input_views + cfg.train.num_target_views
@@ -49,7 +49,7 @@ def account(cfg: RunConfig, objects: int) -> dict[str, float]:
         stream_bytes += batch_bytes(batch)
         trained += batch["rgb"].shape[0] * batch["rgb"].shape[1] * cfg.train.resolution**2
     # Each object's views are rendered once (render_samples), at train.resolution.
-    rendered = sum(len(np.unique(sample_picks(cfg, i))) for i in range(objects)) * cfg.train.resolution**2
+    rendered = sum(len(np.unique(sample_picks(cfg, i, 0, object_cameras(cfg.seed, i, cfg.render)[1]))) for i in range(objects)) * cfg.train.resolution**2
     full_cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"image_format": "raw"})})
     full = render_stream(full_cfg, 0, objects, "record").iter_batches(batch_size=None, batch_format="pyarrow")
     full_bytes = sum(table.nbytes for table in full)  # raw views: what the stream shipped per sample before

@@ -172,28 +172,12 @@ def random_lpips(device):
     return LPIPS().requires_grad_(False).eval().to(device)
 
 
-def train_step(model, optimizer, params, batch, cfg, lpips_net, mark: Callable[[str], None] = lambda name: None):
-    """The loop's step after its view batch (zv_ray/train/loop.py, train_loop_per_worker): -> (loss, StepOutcome)."""
-    from zv_ray.losses.reconstruction import reconstruction_loss
-    from zv_ray.inference.predict import predict_and_render
-    from zv_ray.train.step import clipped_step
-
-    pred = predict_and_render(model, batch, cfg)
-    mark("model_and_render_forward")
-    loss, _ = reconstruction_loss(pred.flatten(0, 1), batch.images.flatten(0, 1), lpips_net, cfg.loss.perceptual_weight)
-    mark("loss_forward")
-    loss.backward()
-    mark("backward")
-    outcome = clipped_step(params, optimizer, grad_clip=cfg.train.grad_clip, skip_grad_norm=cfg.train.skip_grad_norm)
-    mark("clip_and_optimizer")
-    return float(loss.detach()), outcome
-
-
 def training_figures(ctx: Context, cfg, warmup: int, timed: int) -> dict:
     """Step time, peak memory and MFU of the loop's step on one worker, with a per-part split of one more step."""
     import torch
 
     from zv_ray.model import flops_per_step, num_params
+    from zv_ray.train.step import train_step
 
     dev, tc = ctx.device, cfg.train
     model, optimizer, params = trainer(cfg, dev)
@@ -205,11 +189,11 @@ def training_figures(ctx: Context, cfg, warmup: int, timed: int) -> dict:
     for i in range(warmup + timed):
         ctx.sync()
         start = time.perf_counter()
-        _, outcome = train_step(model, optimizer, params, view_batch(cfg, raw, dev), cfg, lpips_net)
+        result = train_step(model, optimizer, params, view_batch(cfg, raw, dev), cfg, i, lpips_net)
         ctx.sync()
         if i >= warmup:
             times.append(time.perf_counter() - start)
-            norms.append(round(outcome.grad_norm, 4))
+            norms.append(round(result.outcome.grad_norm, 4))
 
     parts: dict[str, float] = {}
     clock = [time.perf_counter()]
@@ -222,7 +206,7 @@ def training_figures(ctx: Context, cfg, warmup: int, timed: int) -> dict:
 
     batch = view_batch(cfg, raw, dev)
     mark("view_batch")
-    train_step(model, optimizer, params, batch, cfg, lpips_net, mark)
+    train_step(model, optimizer, params, batch, cfg, warmup + timed, lpips_net, mark=mark)
 
     step_s = statistics.median(times)
     flops = flops_per_step(cfg.model, tc.batch_size_per_worker, tc.num_input_views, tc.resolution)
@@ -341,7 +325,7 @@ def breakers(ctx: Context) -> dict:
 
     from zv_ray.model import GSLRM
     from zv_ray.model.checkpoint import load_checkpoint, save_checkpoint
-    from zv_ray.train.step import build_optimizer
+    from zv_ray.train.step import build_optimizer, train_step
     from zv_ray.inference.views import pick_training_views
 
     dev = ctx.device
@@ -375,7 +359,7 @@ def breakers(ctx: Context) -> dict:
 
     model.head.register_forward_hook(record_dtype("head_output_dtype"))
     model.blocks[-1].register_forward_hook(record_dtype("last_block_output_dtype"))
-    rec["train_step"] = attempt(lambda: train_step(model, optimizer, params, batch, cfg, lpips_net))[1]
+    rec["train_step"] = attempt(lambda: train_step(model, optimizer, params, batch, cfg, 0, lpips_net))[1]
     rec.update(dtypes)
 
     # Breaker 2: AdamW state saved on the CPU, resumed in the old order (state loaded, then the model moved)
@@ -398,7 +382,7 @@ def breakers(ctx: Context) -> dict:
         if not loop_order:
             m.to(dev)
         devices = sorted({str(v.device) for s in opt.state.values() for k, v in s.items() if k != "step"})
-        train_step(m, opt, [p for p in m.parameters() if p.requires_grad], batch, cfg, lpips_net)
+        train_step(m, opt, [p for p in m.parameters() if p.requires_grad], batch, cfg, 0, lpips_net)
         return devices
 
     rec["b2_old_order"] = attempt(lambda: resume(loop_order=False))[1]
@@ -460,6 +444,8 @@ def ddp_nccl(ctx: Context) -> dict:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
+    from zv_ray.train.step import train_step
+
     dev = ctx.device
     backend = "gloo" if ctx.dry else "nccl"
     with socket.socket() as s:
@@ -472,12 +458,12 @@ def ddp_nccl(ctx: Context) -> dict:
         model, optimizer, params = trainer(cfg, dev, wrap)
         raw = ray_batch(cfg, dev)
         times, norms = [], []
-        for _ in range(2):
+        for i in range(2):
             start = time.perf_counter()
-            _, outcome = train_step(model, optimizer, params, view_batch(cfg, raw, dev), cfg, None)
+            result = train_step(model, optimizer, params, view_batch(cfg, raw, dev), cfg, i, None)
             ctx.sync()
             times.append(round(time.perf_counter() - start, 4))
-            norms.append(outcome.grad_norm)
+            norms.append(result.outcome.grad_norm)
         probe = torch.full((4,), 2.0, device=dev)
         dist.all_reduce(probe)
         rec = {"backend": backend, "nccl": ".".join(map(str, torch.cuda.nccl.version())) if dev.type == "cuda" else None,

@@ -19,6 +19,7 @@ from zv_ray.splat.synthetic import ring
 from zv_ray.model.checkpoint import load_checkpoint, save_checkpoint
 from zv_ray.inference.predict import predict_and_render
 from zv_ray.train.step import build_optimizer
+from zv_ray.train.worker import build_training_state
 from zv_ray.inference.views import make_view_batch, pick_view_indices
 
 DEVICE = torch.device("meta")
@@ -102,7 +103,8 @@ def test_render_dispatch_on_device_reaches_tile_binning(meta_autocast):
 
 
 def test_optimizer_state_saved_on_cpu_loads_onto_the_device(tmp_path):
-    """Resume as the loop does it: weights loaded, model moved, then optimizer built and its state loaded."""
+    """Resume as the loop does it (worker.build_training_state): weights loaded, model moved, then the optimizer
+    built and its state loaded."""
     cfg = _cfg()
     source = GSLRM(cfg.model)
     optimizer = build_optimizer(source, cfg.train)
@@ -110,13 +112,10 @@ def test_optimizer_state_saved_on_cpu_loads_onto_the_device(tmp_path):
         p.grad = torch.randn_like(p)
     optimizer.step()  # AdamW state (exp_avg, exp_avg_sq) exists, on the CPU
     save_checkpoint(tmp_path, model=source, optimizer=optimizer, step=1, cfg=cfg)
-    payload = load_checkpoint(tmp_path)
 
-    model = GSLRM(cfg.model)
-    model.load_state_dict(payload["model"])
-    model = _to_device(model)
-    optimizer = build_optimizer(model, cfg.train)
-    optimizer.load_state_dict(payload["optimizer"])
+    # The loop's own restore, with the device move where Ray Train's prepare_model does it.
+    model, optimizer, state = build_training_state(cfg, load_checkpoint(tmp_path), prepare=_to_device)
+    assert state.step == 1
 
     params = list(model.parameters())
     assert len(optimizer.state) == len(params)

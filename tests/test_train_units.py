@@ -188,3 +188,73 @@ def test_bad_checkpoint_file_is_named(tmp_path):
         load_checkpoint(bad)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_checkpoint(tmp_path / "missing")
+
+
+def _schedule_config(**train):
+    from zv_ray.config import RunConfig
+
+    return RunConfig(train={"steps": 10, "warmup_steps": 1, "log_every": 3, "checkpoint_every": 4, "eval_every": 6,
+                            **train})
+
+
+def test_every_rank_reports_on_the_same_steps_and_only_rank0_evaluates():
+    """Ray Train's report is a barrier: a rank that reports once more or less than the others hangs the run."""
+    from zv_ray.train.checkpointer import Checkpointer
+    from zv_ray.train.evaluator import Evaluator
+    from zv_ray.train.worker import LoopState
+
+    cfg = _schedule_config()
+    seen = {}
+    for rank in (0, 1, 3):
+        checkpointer, evaluator = Checkpointer(cfg, rank), Evaluator(cfg, rank, None, None)
+        state, reports, evals = LoopState(last_step=10), [], []
+        for step in range(1, 11):
+            state.step = step
+            report, checkpoint = checkpointer.reports(state)
+            reports += [(step, checkpoint)] if report else []
+            evals += [step] if evaluator.due(state) else []
+        seen[rank] = reports
+        # Evaluations only on logging steps (their scores travel in that report), on rank 0, and at the end.
+        assert evals == ([6, 10] if rank == 0 else [])
+    assert seen[0] == seen[1] == seen[3]
+    assert seen[0] == [(3, False), (4, True), (6, False), (8, True), (9, False), (10, True)]
+
+
+def test_divergence_is_final_report_and_checkpoint_then():
+    from zv_ray.train.checkpointer import Checkpointer
+    from zv_ray.train.step import StepOutcome
+    from zv_ray.train.worker import LoopState
+
+    state = LoopState(last_step=10)
+    for _ in range(5):
+        state.advance(StepOutcome(float("nan"), skipped=True), max_consecutive_skips=5)
+    assert state.step == 5 and state.diverged and state.final
+    assert Checkpointer(_schedule_config(), 1).reports(state) == (True, True)
+
+
+def test_train_step_gates_the_perceptual_term_by_its_start_step():
+    """The loop's step with a perceptual weight > 0 (a randomly initialised LPIPS network stands in for the
+    VGG weights this machine lacks): MSE only before loss.perceptual_start_step, MSE + w x perceptual from it."""
+    from zv_ray.config import RunConfig
+    from zv_ray.losses.perceptual import LPIPS
+    from zv_ray.splat.synthetic import blob_views
+    from zv_ray.train.step import perceptual_net_for, train_step
+
+    cfg = RunConfig(model=ModelConfig(**TINY), loss={"perceptual_weight": 0.5, "perceptual_start_step": 2},
+                    train={"resolution": 32, "num_input_views": 2, "num_target_views": 2, "warmup_steps": 0})
+    assert perceptual_net_for(cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"perceptual_weight": 0.0})}),
+                              "cpu") is None
+    images, intrinsics, c2w = blob_views(4, 32)
+    rgb = (images.permute(0, 1, 3, 4, 2) * 255).round().to(torch.uint8)
+    batch = make_view_batch(rgb, intrinsics, c2w, None, 2, 32)
+    torch.manual_seed(0)
+    model, net = GSLRM(cfg.model), LPIPS().requires_grad_(False).eval()
+    optimizer = build_optimizer(model, cfg.train)
+    params = list(model.parameters())
+    before = train_step(model, optimizer, params, batch, cfg, 0, net)
+    assert before.terms["perceptual"] == 0.0 and before.loss == pytest.approx(before.terms["mse"])
+    assert before.lr == pytest.approx(cfg.train.lr) and not before.outcome.skipped
+    after = train_step(model, optimizer, params, batch, cfg, 2, net)
+    assert after.terms["perceptual"] != 0  # random linear heads: either sign
+    assert after.loss == pytest.approx(after.terms["mse"] + 0.5 * after.terms["perceptual"], rel=1e-5)
+    assert after.pred.shape == (1, 4, 3, 32, 32) and not after.pred.requires_grad

@@ -53,6 +53,9 @@ class TrainConfig(StrictModel):
     eval_test_views: int = Field(8, ge=1)
     # Initialize from a checkpoint (weights only): a resolution change (256 -> 512 finetune) restarts the schedule.
     init_from: str | None = None
+    # Keep the object ids each worker trained on in <run>/consumed_ids/rank<r>.json (local storage): the
+    # exactly-once audit of the failure drills. Off by default: it grows with the run.
+    audit_consumed_ids: bool = False
     # Background colour for splatting and compositing (white, like the renders).
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
 

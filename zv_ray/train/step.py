@@ -1,19 +1,72 @@
-"""One optimizer step with gradient clipping and skipping of exploding steps (GS-LRM / LRM-Zero stability)."""
+"""The one training step (predict, loss, backward, clip or skip) and what it needs: the optimizer, the learning
+rate, the perceptual network. The Ray Train loop, benchmarks/learn.py and scripts/gpu_check.py all call
+`train_step`, so what they time or tune is what trains."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from zv_ray.config import TrainConfig
+from zv_ray.config import RunConfig, TrainConfig
+from zv_ray.inference.views import ViewBatch
+from zv_ray.train.schedule import lr_at
 
 
 @dataclass(frozen=True)
 class StepOutcome:
     grad_norm: float  # total gradient norm before clipping (inf/nan when non-finite)
     skipped: bool  # True: weights and optimizer state untouched
+
+
+@dataclass(frozen=True)
+class StepResult:
+    loss: float
+    terms: dict[str, float]  # "mse", "perceptual"
+    pred: torch.Tensor  # [B, V, 3, H, W] the renders the loss saw, detached
+    outcome: StepOutcome
+    lr: float
+
+
+def _unmarked(part: str) -> None:
+    pass
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    batch: ViewBatch,
+    cfg: RunConfig,
+    step: int,
+    perceptual_net: torch.nn.Module | None,
+    *,
+    lr: float | None = None,
+    mark: Callable[[str], None] = _unmarked,
+) -> StepResult:
+    """One step at `step`: the scheduled learning rate (or `lr`), predict and render every view of the batch,
+    MSE + loss.perceptual_weight x perceptual (from loss.perceptual_start_step on), backward, then clip to
+    train.grad_clip or skip a non-finite / exploding step. `mark(part)` is called after each part (profiling)."""
+    from zv_ray.inference.predict import predict_and_render
+    from zv_ray.losses.reconstruction import reconstruction_loss
+
+    tc = cfg.train
+    if lr is None:
+        lr = lr_at(step, lr=tc.lr, min_lr=tc.min_lr, warmup_steps=tc.warmup_steps, total_steps=tc.steps)
+    set_lr(optimizer, lr)
+    pred = predict_and_render(model, batch, cfg)
+    mark("model_and_render_forward")
+    perceptual = perceptual_net if step >= cfg.loss.perceptual_start_step else None
+    loss, terms = reconstruction_loss(pred.flatten(0, 1), batch.images.flatten(0, 1), perceptual,
+                                      cfg.loss.perceptual_weight)
+    mark("loss_forward")
+    loss.backward()
+    mark("backward")
+    outcome = clipped_step(params, optimizer, grad_clip=tc.grad_clip, skip_grad_norm=tc.skip_grad_norm)
+    mark("clip_and_optimizer")
+    return StepResult(float(loss.detach()), {k: float(v) for k, v in terms.items()}, pred.detach(), outcome, lr)
 
 
 def clipped_step(
@@ -36,6 +89,13 @@ def clipped_step(
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return StepOutcome(norm, skipped=False)
+
+
+def perceptual_net_for(cfg: RunConfig, device: torch.device | str) -> torch.nn.Module | None:
+    """The frozen perceptual network the loss uses, or None when loss.perceptual_weight is 0."""
+    from zv_ray.losses.reconstruction import load_perceptual_loss
+
+    return load_perceptual_loss(cfg.loss, device) if cfg.loss.perceptual_weight > 0 else None
 
 
 def build_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:

@@ -4,15 +4,14 @@ initialised from another run), and the stream of training batches it consumes.""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from zv_ray.config import RunConfig, validate_dict
-from zv_ray.inference.views import ViewBatch, make_view_batch, pick_training_views
+from zv_ray.inference.views import ViewBatch, make_view_batch
 from zv_ray.model.checkpoint import load_checkpoint
 from zv_ray.train.step import StepOutcome, build_optimizer
 
@@ -27,11 +26,17 @@ class Worker:
 
 @dataclass
 class LoopState:
+    last_step: int  # where this invocation stops (schedule.last_step)
     step: int = 0
     skipped_total: int = 0
     consecutive_skips: int = 0
     diverged: bool = False
     last_metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def final(self) -> bool:
+        """The loop ends after this step: the last step, or divergence (train.max_consecutive_skips)."""
+        return self.step >= self.last_step or self.diverged
 
     def advance(self, outcome: StepOutcome, max_consecutive_skips: int) -> None:
         self.skipped_total += int(outcome.skipped)
@@ -56,30 +61,41 @@ def setup_worker(loop_config: dict[str, Any]) -> Worker:
 
 
 def build_or_resume(worker: Worker) -> tuple[torch.nn.Module, torch.optim.Optimizer, LoopState, bool]:
-    """(DDP model, optimizer, state, resumed): Ray Train's checkpoint when restarting or resuming, else fresh
-    weights (or train.init_from's, weights only: a 256 -> 512 finetune restarts its schedule at step 0)."""
+    """(DDP model, optimizer, state, resumed): from Ray Train's checkpoint when restarting or resuming."""
     import ray.train
     import ray.train.torch
 
-    from zv_ray.model.gslrm import GSLRM
-
-    torch.manual_seed(worker.cfg.seed)  # identical initial weights on every rank
-    model, state, payload = GSLRM(worker.cfg.model), LoopState(), None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
+    payload = None
+    if (checkpoint := ray.train.get_checkpoint()) is not None:
         with checkpoint.as_directory() as ckpt_dir:
             payload = load_checkpoint(ckpt_dir)
+    model, optimizer, state = build_training_state(worker.cfg, payload, ray.train.torch.prepare_model)
+    return model, optimizer, state, payload is not None
+
+
+def build_training_state(
+    cfg: RunConfig, payload: dict[str, Any] | None, prepare: Callable[[torch.nn.Module], torch.nn.Module]
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, LoopState]:
+    """Model, optimizer and loop state from a checkpoint `payload`, else fresh weights (or train.init_from's,
+    weights only: a 256 -> 512 finetune restarts its schedule at step 0). `prepare` moves (and wraps) the model,
+    as Ray Train's prepare_model does; the optimizer is built after it, so loaded AdamW state lands on the
+    parameters' device."""
+    from zv_ray.model.gslrm import GSLRM
+    from zv_ray.train.schedule import last_step
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model, state = GSLRM(cfg.model), LoopState(last_step(cfg.train))
+    if payload is not None:
         model.load_state_dict(payload["model"])
         state.step, state.skipped_total = payload["step"], int(payload["extra"].get("skipped_total", 0))
         torch.set_rng_state(payload["torch_rng"])
-    elif worker.cfg.train.init_from:
-        model.load_state_dict(load_checkpoint(worker.cfg.train.init_from)["model"])
-    model = ray.train.torch.prepare_model(model)
-    # Built on the device-resident parameters, so loaded AdamW state lands on their device.
-    optimizer = build_optimizer(model, worker.cfg.train)
+    elif cfg.train.init_from:
+        model.load_state_dict(load_checkpoint(cfg.train.init_from)["model"])
+    model = prepare(model)
+    optimizer = build_optimizer(model, cfg.train)
     if payload is not None:
         optimizer.load_state_dict(payload["optimizer"])
-    return model, optimizer, state, payload is not None
+    return model, optimizer, state
 
 
 def batches(worker: Worker, state: LoopState) -> Iterator[tuple[dict, float]]:
@@ -88,8 +104,7 @@ def batches(worker: Worker, state: LoopState) -> Iterator[tuple[dict, float]]:
 
     cfg, tc = worker.cfg, worker.cfg.train
     shard = ray.train.get_dataset_shard("train")
-    last_step = min(tc.steps, tc.stop_after or tc.steps)
-    while state.step < last_step and not state.diverged:
+    while not state.final:
         # uint8 batches land on the device from a background thread (pinned first on CUDA), prefetched; a
         # bounded shuffle window spreads each object's samples over many batches.
         epoch = shard.iter_torch_batches(
@@ -101,7 +116,7 @@ def batches(worker: Worker, state: LoopState) -> Iterator[tuple[dict, float]]:
         for raw in epoch:
             yielded += 1
             yield raw, time.perf_counter() - waited_from
-            if state.step >= last_step or state.diverged:
+            if state.final:
                 return
             waited_from = time.perf_counter()
         if yielded == 0:
@@ -111,12 +126,8 @@ def batches(worker: Worker, state: LoopState) -> Iterator[tuple[dict, float]]:
             )
 
 
-def view_batch(worker: Worker, raw: dict, step: int) -> ViewBatch:
-    """The sample's views as a model batch on the device. Online samples arrive with their views picked by the
-    render actors (inputs first); Parquet ones pick here, a pure function of (seed, rank, step), so a resumed
-    run picks what an uninterrupted one would."""
-    tc, idx = worker.cfg.train, None
-    if worker.cfg.data.source == "parquet":
-        seed = int(np.random.SeedSequence([worker.cfg.seed, worker.rank, step]).generate_state(1)[0])
-        idx = pick_training_views(raw["c2w"], tc, torch.Generator().manual_seed(seed))
-    return make_view_batch(raw["rgb"], raw["intrinsics"], raw["c2w"], idx, tc.num_input_views, tc.resolution, worker.device)
+def view_batch(worker: Worker, raw: dict) -> ViewBatch:
+    """A batch of samples (their views already chosen upstream, records.sample_picks) as a model batch on the
+    device, resized to train.resolution."""
+    tc = worker.cfg.train
+    return make_view_batch(raw["rgb"], raw["intrinsics"], raw["c2w"], None, tc.num_input_views, tc.resolution, worker.device)

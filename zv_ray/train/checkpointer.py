@@ -1,0 +1,55 @@
+"""Ray Train reports and checkpoints, and the run's final Gaussians.
+
+A report is a barrier across ranks: every rank reports on every logging step and every checkpoint step (both
+pure functions of the step), carrying its metrics; only rank 0 attaches the checkpoint."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from zv_ray.config import RunConfig
+from zv_ray.inference.views import ViewBatch
+from zv_ray.model.checkpoint import save_checkpoint
+from zv_ray.train.schedule import Every
+from zv_ray.train.worker import LoopState
+
+
+class Checkpointer:
+    def __init__(self, cfg: RunConfig, rank: int):
+        self.cfg, self.rank0 = cfg, rank == 0
+        self.log_due, self.checkpoint_due = Every(cfg.train.log_every), Every(cfg.train.checkpoint_every)
+
+    def reports(self, state: LoopState) -> tuple[bool, bool]:
+        """(report, with a checkpoint) at this state: the same answer on every rank."""
+        checkpoint = self.checkpoint_due(state.step, state.final)
+        return self.log_due(state.step, state.final) or checkpoint, checkpoint
+
+    def after_step(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: LoopState) -> None:
+        import ray.train
+
+        report, checkpoint = self.reports(state)
+        if not report:
+            return
+        metrics = {**state.last_metrics, "step": state.step, "diverged": float(state.diverged)}
+        if not (checkpoint and self.rank0):
+            ray.train.report(metrics, checkpoint=None)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            save_checkpoint(tmp, model=model, optimizer=optimizer, step=state.step, cfg=self.cfg,
+                            extra={"skipped_total": state.skipped_total})
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    def export_gaussians(self, model: torch.nn.Module, batch: ViewBatch, run, local_run_dir: str | None) -> None:
+        """Rank 0: the last batch's first object as a 3DGS .ply, to the MLflow run (and the run folder when local)."""
+        from zv_ray.export.ply import save_ply
+
+        if not self.rank0:
+            return
+        with torch.no_grad():
+            gaussians = getattr(model, "module", model)(batch.input_images[:1], batch.input_intrinsics[:1],
+                                                        batch.input_c2w[:1])
+        with tempfile.TemporaryDirectory() as tmp:
+            run.artifact(save_ply(Path(local_run_dir or tmp) / "gaussians.ply", gaussians.float()), "gaussians")
