@@ -34,7 +34,7 @@ from zv_ray.eval.report import comparison_grid
 from zv_ray.inference.predict import predict_and_render
 from zv_ray.inference.views import make_view_batch, pick_training_views
 from zv_ray.io.atomic import atomic_path
-from zv_ray.losses.reconstruction import reconstruction_loss
+from zv_ray.losses.training_loss import reconstruction_loss
 from zv_ray.model import GSLRM, num_params
 from zv_ray.model.checkpoint import save_checkpoint
 from zv_ray.data.records import pixels_config_hash, render_object

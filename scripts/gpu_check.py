@@ -174,7 +174,7 @@ def random_lpips(device):
 
 def train_step(model, optimizer, params, batch, cfg, lpips_net, mark: Callable[[str], None] = lambda name: None):
     """The loop's step after its view batch (zv_ray/train/loop.py, train_loop_per_worker): -> (loss, StepOutcome)."""
-    from zv_ray.losses.reconstruction import reconstruction_loss
+    from zv_ray.losses.training_loss import reconstruction_loss
     from zv_ray.inference.predict import predict_and_render
     from zv_ray.train.step import clipped_step
 
