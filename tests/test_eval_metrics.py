@@ -88,8 +88,9 @@ def test_means_over_objects_and_a_missing_metric():
 def test_every_object_is_scored_beside_the_all_white_image():
     """The white baseline is the test views' own score for an all-white frame; the margin is PSNR minus it."""
     from zv_ray.config import RunConfig
-    from zv_ray.eval.evaluate import evaluate_object, inference
+    from zv_ray.eval.evaluate import eval_mode, evaluate_object
     from zv_ray.eval.prepare import EvalObject
+    from zv_ray.inference.views import object_views
     from zv_ray.model import GSLRM
     from zv_ray.render.cameras import ring_cameras
 
@@ -99,8 +100,8 @@ def test_every_object_is_scored_beside_the_all_white_image():
     rgba = np.full((6, 32, 32, 4), 255, dtype=np.uint8)
     rgba[:, 8:24, 8:24, :3] = 40  # a dark square on white in every view
     torch.manual_seed(0)
-    with inference(GSLRM(cfg.model)) as model:
-        result = evaluate_object(model, EvalObject("square", rgba, intrinsics, c2w, num_inputs=4), cfg)
+    with eval_mode(GSLRM(cfg.model)) as model:
+        result = evaluate_object(model, EvalObject("square", object_views(rgba, intrinsics, c2w, 4, 32)), cfg)
     target = torch.from_numpy(rgba[4:, :, :, :3]).permute(0, 3, 1, 2).float() / 255
     white = image_scores(torch.ones_like(target), target)
     assert result.white["psnr"] == pytest.approx(float(white["psnr"].mean()), abs=1e-4)

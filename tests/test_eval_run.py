@@ -131,7 +131,8 @@ def test_in_training_helper_scores_prerendered_views(tiny_checkpoint, tmp_path):
 
     ckpt, cfg = tiny_checkpoint
     views = prepare_eval_views(GSO_DIR, cfg, max_objects=2, num_test_views=3)
-    assert [v.rgba.shape for v in views] == [(4 + 3, 64, 64, 4)] * 2
+    res = cfg.train.resolution  # rendered at render.resolution, kept at the model's
+    assert [v.views.images.shape for v in views] == [(1, 4 + 3, 3, res, res)] * 2
     model = load_model(ckpt, torch.device("cpu")).model.train()
     metrics, kept = evaluate_objects(model, views, cfg, keep=1)
     # No LPIPS network given; the all-white image is scored beside the model, with the margin over it.
@@ -145,7 +146,6 @@ def test_in_training_helper_scores_prerendered_views(tiny_checkpoint, tmp_path):
     from zv_ray.eval.predictions import load_predictions, pack_predictions, save_predictions
 
     back = load_predictions(save_predictions(tmp_path / "val.npz", pack_predictions(kept, step=7)))
-    res = cfg.train.resolution
     assert (back.step, back.names, back.pred.shape) == (7, [views[0].name], (1, 3, res, res, 3))
     assert back.pred.dtype == np.uint8 and back.target.shape == back.pred.shape
     np.testing.assert_allclose(back.pred[0] / 255.0, kept[0].pred.permute(0, 2, 3, 1).numpy(), atol=0.5 / 255 + 1e-6)
@@ -197,7 +197,7 @@ def test_eval_in_domain_zeroverse(tiny_checkpoint, tmp_path):
         obj = render_eval_object(names[0], held_out, EvalProtocol.for_config(cfg, num_test_views=2), cfg, renderer)
     finally:
         renderer.close()
-    torch.testing.assert_close(targets[names[0]], obj.batch(cfg.train.resolution).images[0, 4:], atol=0.6 / 255, rtol=0)
+    torch.testing.assert_close(targets[names[0]], obj.views.images[0, 4:], atol=0.6 / 255, rtol=0)
 
 
 def test_validation_objects_ignore_the_training_generator_settings():
@@ -207,10 +207,11 @@ def test_validation_objects_ignore_the_training_generator_settings():
     from zv_ray.eval.protocol import EvalProtocol
 
     def first_object(**update) -> np.ndarray:
-        base = {"render": {"resolution": 32}, "data": {"val_zeroverse": {"mesh_resolution": 8, "texture": {"resolution": 16}}}}
+        base = {"render": {"resolution": 32}, "train": {"resolution": 32},
+                "data": {"val_zeroverse": {"mesh_resolution": 8, "texture": {"resolution": 16}}}}
         cfg = RunConfig.model_validate({**base, **update})
         (obj,) = iter_zeroverse_objects(cfg, 1, EvalProtocol(num_inputs=2, num_test_views=1))
-        return obj.rgba
+        return obj.views.images.numpy()
 
     reference = first_object()
     swept = first_object(zeroverse={"p_boolean": 1.0, "p_wireframe": 1.0, "mesh_resolution": 8})

@@ -9,7 +9,7 @@ import torch
 
 from zv_ray.config import load_config
 from zv_ray.losses.perceptual import PerceptualWeightsMissing
-from zv_ray.losses.reconstruction import load_perceptual_loss, reconstruction_loss
+from zv_ray.losses.training_loss import load_perceptual_loss, reconstruction_loss
 from zv_ray.losses.vgg19 import IMAGE_WEIGHT, NUM_CONVS, STAGES, VGG19_URL, load_vgg19_loss
 
 # VGG19's layer sequence as MatConvNet lists it, fully connected layers (stored as convolutions) included.

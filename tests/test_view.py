@@ -20,13 +20,14 @@ from zv_ray.eval.gso import find_objects, load_object
 from zv_ray.eval.loading import load_model
 from zv_ray.eval.protocol import EvalProtocol
 from zv_ray.export.ply import load_ply, save_ply
+from zv_ray.inference.views import uint8_images
 from zv_ray.render.cameras import ring_cameras
 from zv_ray.splat.gaussians import Gaussians
 from zv_ray.splat.rasterize import render_gaussians
 from zv_ray.splat.synthetic import random_blobs
 from zv_ray.view.app import Viewer, ply_bytes
 from zv_ray.view.browser import HeadlessChromium, content_fraction, find_chromium, wait_for_client
-from zv_ray.view.reconstruction import Reconstructor
+from zv_ray.view.predictor import Predictor
 from zv_ray.view.scene import camera_pose, splat_arrays
 from zv_ray.view.sources import DatasetObjects, GeneratedObjects, PlyFile, RealObjects
 
@@ -50,9 +51,9 @@ def checkpoint(tmp_path_factory, tiny):
     return save_checkpoint(tmp_path_factory.mktemp("ckpt"), model=GSLRM(tiny.model), optimizer=None, step=7, cfg=tiny)
 
 
-def reconstructor(checkpoint, num_test_views: int = 6) -> Reconstructor:
+def make_predictor(checkpoint, num_test_views: int = 6) -> Predictor:
     loaded = load_model(checkpoint, torch.device("cpu"))
-    return Reconstructor(loaded, EvalProtocol.for_config(loaded.cfg, num_test_views=num_test_views))
+    return Predictor(loaded, EvalProtocol.for_config(loaded.cfg, num_test_views=num_test_views))
 
 
 def test_splats_carry_the_gaussians_covariances():
@@ -125,33 +126,35 @@ def test_dataset_objects_show_their_views_and_regenerated_mesh(tmp_path, tiny, c
     source = DatasetObjects(tmp_path)
     assert source.labels == ["object 3", "object 5"]
     item = source.item(1)
-    np.testing.assert_array_equal(item.views.rgba, records[1]["rgba"])
-    np.testing.assert_allclose(item.views.c2w, records[1]["c2w"])
+    np.testing.assert_array_equal(uint8_images(item.views.images[0]), records[1]["rgba"][..., :3])
+    np.testing.assert_allclose(item.views.c2w[0], records[1]["c2w"])
     expected = generate_object(cfg.seed, 5, cfg.zeroverse).scene.geometry["body"]
     np.testing.assert_allclose(item.mesh.geometry["body"].vertices, expected.vertices)
     assert "6 views of 32×32 px" in item.info
 
-    recon = reconstructor(checkpoint)
-    obj = recon.dataset_views("object 5", records[1])
+    predictor = make_predictor(checkpoint)
+    obj = predictor.dataset_views("object 5", records[1])
     order = [0, 2, 3, 5, 1, 4]  # 4 inputs spread over 6 views, then the other two held out
-    np.testing.assert_array_equal(obj.rgba, records[1]["rgba"][order])
-    assert obj.num_inputs == 4
-    shown = DatasetObjects(tmp_path, recon).item(0)
-    assert len(shown.views.rgba) == 6 and shown.views.num_inputs == 4 and "on 2 held-out views" in shown.info
+    np.testing.assert_array_equal(uint8_images(obj.views.images[0]), records[1]["rgba"][order, ..., :3])
+    assert obj.views.num_inputs == 4
+    calls = []
+    predictor.loaded.model.register_forward_hook(lambda *_: calls.append(1))
+    shown = DatasetObjects(tmp_path, predictor).item(0)
+    assert shown.views.images.shape[1] == 6 and shown.views.num_inputs == 4 and "on 2 held-out views" in shown.info
+    assert len(calls) == 1  # the scored Gaussians are the shown ones: one prediction per object
 
 
 @needs_gso
 def test_reconstruction_shows_the_gaussians_it_scores(checkpoint):
-    recon = reconstructor(checkpoint)
-    source = RealObjects(GSO_DIR, reconstructor=recon)
+    predictor = make_predictor(checkpoint)
+    source = RealObjects(GSO_DIR, predictor=predictor)
     item = source.item(0)
-    cfg, n = recon.loaded.cfg, recon.protocol.num_inputs
+    cfg, n = predictor.loaded.cfg, predictor.protocol.num_inputs
     res = cfg.train.resolution
-    assert item.gaussians.num == n * res * res and len(item.views.rgba) == n and item.mesh is not None
+    assert item.gaussians.num == n * res * res and item.views.images.shape[1] == n and item.mesh is not None
     assert "checkpoint step 7" in item.info
     # Splatting the shown Gaussians at the held-out views gives the PSNR in the panel: they are the scored ones.
-    obj = recon.protocol_views(source.labels[0], load_object(find_objects(GSO_DIR)[0]))
-    batch = obj.batch(res)
+    batch = predictor.protocol_views(source.labels[0], load_object(find_objects(GSO_DIR)[0])).views
     rgb, _ = render_gaussians(item.gaussians, batch.intrinsics[:, n:], batch.c2w[:, n:], res, res, cfg.train.background)
     psnr = image_scores(rgb[0].permute(0, 3, 1, 2).clamp(0, 1), batch.images[0, n:])["psnr"].mean()
     assert f"PSNR {float(psnr):.2f} dB" in item.info

@@ -60,28 +60,30 @@ def reconstruct(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
 ) -> None:
     """Reconstruct 3D Gaussians from your own posed images: a 3DGS .ply and a turntable video."""
-    import numpy as np
     from rich.console import Console
 
+    from zv_ray.eval.evaluate import eval_mode
     from zv_ray.eval.loading import load_model, pick_device
-    from zv_ray.eval.reconstruct import load_posed_views, predict_gaussians
+    from zv_ray.eval.reconstruct import load_posed_views
     from zv_ray.eval.turntable import render_turntable, write_video
     from zv_ray.export.ply import save_ply
+    from zv_ray.inference.predict import predict_gaussians
 
     console = Console()
     try:
         loaded = load_model(checkpoint, pick_device(device))
         cfg = loaded.cfg
-        views = load_posed_views(images, cameras, cfg.train.num_input_views)
+        views = load_posed_views(images, cameras, cfg.train.num_input_views, cfg.train.resolution)
     except _USER_ERRORS as err:  # CameraFileError is a ValueError
         console.print(f"[bold red]error:[/] {err}", soft_wrap=True)
         raise typer.Exit(1) from None
-    gaussians = predict_gaussians(loaded.model, views, cfg)
+    with eval_mode(loaded.model) as model:
+        gaussians = predict_gaussians(model, views.to(next(model.parameters()).device), cfg)
     out.mkdir(parents=True, exist_ok=True)
     ply = out / "gaussians.ply"
     save_ply(ply, gaussians)
     video = write_video(out / "turntable.mp4", render_turntable(
         gaussians, num_frames=frames, elevation_deg=elevation, fov_deg=cfg.render.fov_deg, resolution=cfg.train.resolution,
-        radius=radius or float(np.linalg.norm(views.c2w[:, :3, 3], axis=-1).mean()), background=cfg.train.background,
+        radius=radius or float(views.c2w[0, :, :3, 3].norm(dim=-1).mean()), background=cfg.train.background,
     ), fps=fps)
     console.print(f"Gaussians: {ply} ({gaussians.num} splats)\nturntable: {video}", soft_wrap=True)

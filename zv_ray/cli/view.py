@@ -79,7 +79,7 @@ def view(
 
 
 def _make_viewer(what: dict, checkpoint: Path | None, *, seed, first_id, config, views, test_views, up, device):
-    """A viewer of the one source `what` names, with a reconstructor when a checkpoint is given."""
+    """A viewer of the one source `what` names, with a predictor when a checkpoint is given."""
     from zv_ray.config import load_config
     from zv_ray.view import sources
     from zv_ray.view.app import Viewer
@@ -95,26 +95,26 @@ def _make_viewer(what: dict, checkpoint: Path | None, *, seed, first_id, config,
         if checkpoint is not None:
             raise ValueError("a .ply already holds Gaussians: --checkpoint goes with --generate, --dataset or --objects")
         return Viewer(sources.PlyFile(what["ply"]), "3DGS .ply")
-    recon = _reconstructor(checkpoint, views, test_views, device) if checkpoint is not None else None
-    cfg = load_config(config) if config is not None else (recon.loaded.cfg if recon else load_config(None))
-    kind = "reconstruction" if recon else "Zeroverse"
+    predictor = _predictor(checkpoint, views, test_views, device) if checkpoint is not None else None
+    cfg = load_config(config) if config is not None else (predictor.loaded.cfg if predictor else load_config(None))
+    kind = "reconstruction" if predictor else "Zeroverse"
     if what["generate"] is not None:
-        start = first_id if first_id is not None else (cfg.data.val_first_object_id if recon else 0)
-        source = sources.GeneratedObjects(cfg.zeroverse, cfg.seed if seed is None else seed, start, what["generate"], recon)
+        start = first_id if first_id is not None else (cfg.data.val_first_object_id if predictor else 0)
+        source = sources.GeneratedObjects(cfg.zeroverse, cfg.seed if seed is None else seed, start, what["generate"], predictor)
         return Viewer(source, f"{kind}: generated objects")
     if what["dataset"] is not None:
-        return Viewer(sources.DatasetObjects(what["dataset"], recon), f"{kind}: dataset {what['dataset'].name}")
-    source = sources.RealObjects(what["objects"], up, recon, cfg.zeroverse.normalized_extent)
+        return Viewer(sources.DatasetObjects(what["dataset"], predictor), f"{kind}: dataset {what['dataset'].name}")
+    source = sources.RealObjects(what["objects"], up, predictor, cfg.zeroverse.normalized_extent)
     return Viewer(source, f"{kind}: {what['objects'].name}")
 
 
-def _reconstructor(checkpoint: Path, views: int | None, test_views: int | None, device: str):
+def _predictor(checkpoint: Path, views: int | None, test_views: int | None, device: str):
     from zv_ray.eval.loading import load_model, pick_device
     from zv_ray.eval.protocol import EvalProtocol
-    from zv_ray.view.reconstruction import Reconstructor
+    from zv_ray.view.predictor import Predictor
 
     loaded = load_model(checkpoint, pick_device(device))
-    return Reconstructor(loaded, EvalProtocol.for_config(loaded.cfg, num_inputs=views, num_test_views=test_views))
+    return Predictor(loaded, EvalProtocol.for_config(loaded.cfg, num_inputs=views, num_test_views=test_views))
 
 
 def _save_screenshot(viewer, url: str, path: Path, console) -> None:

@@ -99,7 +99,7 @@ def check_vgg(cfg: RunConfig) -> Check:
     if cfg.loss.perceptual_weight <= 0:
         return Check("VGG weights", True, "not needed (loss.perceptual_weight is 0)")
     from zv_ray.losses.perceptual import PerceptualWeightsMissing
-    from zv_ray.losses.reconstruction import resolve_perceptual_weights
+    from zv_ray.losses.training_loss import resolve_perceptual_weights
 
     try:
         return Check("VGG weights", True, f"{cfg.loss.perceptual}: {resolve_perceptual_weights(cfg.loss)}")

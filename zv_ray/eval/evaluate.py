@@ -21,7 +21,8 @@ from torch import Tensor
 
 from zv_ray.config import RunConfig
 from zv_ray.eval.prepare import EvalObject
-from zv_ray.inference.predict import predict_and_render
+from zv_ray.inference.predict import predict_gaussians, render_views
+from zv_ray.splat.gaussians import Gaussians
 
 METRICS = ("psnr", "ssim", "lpips")
 # The predict-white baseline: the background colour everywhere.
@@ -42,6 +43,7 @@ class ObjectResult:
     inputs: Tensor  # [Vin, 3, H, W] in [0, 1], CPU
     pred: Tensor  # [Vt, 3, H, W]
     target: Tensor  # [Vt, 3, H, W]
+    gaussians: Gaussians  # B = 1: the prediction that rendered `pred`
 
     @property
     def margin(self) -> float:
@@ -81,7 +83,7 @@ def image_scores(
 
 
 @contextmanager
-def inference(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """The bare model (unwrapped from DDP: rank 0 alone evaluates, so no collectives) in eval mode, no grad."""
     bare = getattr(model, "module", model)
     was_training = bare.training
@@ -96,16 +98,17 @@ def inference(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 def evaluate_object(
     model: torch.nn.Module, obj: EvalObject, cfg: RunConfig, lpips_net: torch.nn.Module | None = None
 ) -> ObjectResult:
-    """One object, scored on its test views (call under `inference`)."""
-    device = next(model.parameters()).device
-    batch = obj.batch(cfg.train.resolution).to(device)
-    pred = predict_and_render(model, batch, cfg)[0, batch.num_inputs :].float().clamp(0, 1)  # [Vt, 3, H, W]
-    target = batch.images[0, batch.num_inputs :]
+    """One object, scored on its test views (call under `eval_mode`)."""
+    views = obj.views.to(next(model.parameters()).device)
+    gaussians = predict_gaussians(model, views, cfg)
+    pred = render_views(gaussians, views, cfg)[0, views.num_inputs :].clamp(0, 1)  # [Vt, 3, H, W]
+    target = views.images[0, views.num_inputs :]
     mean = {k: float(v.mean()) for k, v in image_scores(pred, target, lpips_net).items()}
     white = {k: float(v.mean()) for k, v in image_scores(torch.ones_like(target), target, lpips_net).items()}
     return ObjectResult(
         name=obj.name, psnr=mean["psnr"], ssim=mean["ssim"], lpips=mean.get("lpips"),
-        white={m: white.get(m) for m in METRICS}, inputs=batch.input_images[0].cpu(), pred=pred.cpu(), target=target.cpu(),
+        white={m: white.get(m) for m in METRICS}, inputs=views.input_images[0].cpu(), pred=pred.cpu(), target=target.cpu(),
+        gaussians=gaussians.to("cpu"),
     )
 
 
@@ -135,7 +138,7 @@ def evaluate_objects(
 
     Takes a DDP-wrapped or bare model and leaves it in the mode it was in."""
     scores, kept = [], []
-    with inference(model) as bare:
+    with eval_mode(model) as bare:
         for obj in views_list:
             result = evaluate_object(bare, obj, cfg, lpips_net)
             scores.append(result.scores())

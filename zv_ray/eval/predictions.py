@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from zv_ray.eval.evaluate import ObjectResult
+from zv_ray.inference.views import uint8_images
 from zv_ray.io.atomic import atomic_path
 
 # Enough to recognise shapes across trials, small at any resolution (4 x 4 x 512^2 x 3 x 2 bytes = 25 MB at most).
@@ -29,17 +30,14 @@ class Predictions:
     psnr: np.ndarray  # [N] float, each object's PSNR over all its test views
 
 
-def _uint8(views) -> np.ndarray:  # [V, 3, H, W] float tensor in [0, 1] -> [V, H, W, 3] uint8
-    return (views.float().clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-
-
 def pack_predictions(results: list[ObjectResult], step: int) -> Predictions:
     """The first MAX_OBJECTS objects, MAX_VIEWS test views each, evenly spread over the test rig."""
     results = results[:MAX_OBJECTS]
     views = np.unique(np.linspace(0, len(results[0].pred) - 1, MAX_VIEWS).round().astype(int))
     return Predictions(
         step=step, names=[r.name for r in results],
-        pred=np.stack([_uint8(r.pred[views]) for r in results]), target=np.stack([_uint8(r.target[views]) for r in results]),
+        pred=np.stack([uint8_images(r.pred[views]) for r in results]),
+        target=np.stack([uint8_images(r.target[views]) for r in results]),
         psnr=np.array([r.psnr for r in results], dtype=np.float64),
     )
 

@@ -12,8 +12,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 import trimesh
 
 from zv_ray.config import RunConfig
@@ -21,24 +19,13 @@ from zv_ray.eval.gso import UpAxis, find_objects, load_object, object_name
 from zv_ray.eval.protocol import EvalProtocol, protocol_cameras
 from zv_ray.render.exposure import normalize_exposure
 from zv_ray.render.renderer import Renderer
-from zv_ray.inference.views import ViewBatch, make_view_batch
+from zv_ray.inference.views import PosedViews, object_views
 
 
 @dataclass
 class EvalObject:
     name: str
-    rgba: np.ndarray  # [V, H, W, 4] uint8 at the render resolution, RGB on white; inputs first
-    intrinsics: np.ndarray  # [V, 4] float32 at the render resolution
-    c2w: np.ndarray  # [V, 4, 4] float32 OpenCV camera-to-world
-    num_inputs: int
-
-    def batch(self, resolution: int) -> ViewBatch:
-        """One-object ViewBatch (B = 1) at the model's resolution: inputs, then test views."""
-        indices = torch.arange(len(self.rgba))[None]  # [1, V]
-        return make_view_batch(
-            torch.from_numpy(self.rgba)[None], torch.from_numpy(self.intrinsics)[None], torch.from_numpy(self.c2w)[None],
-            indices, self.num_inputs, resolution,
-        )
+    views: PosedViews  # B = 1 at the model's resolution: inputs, then test views
 
 
 @contextmanager
@@ -61,8 +48,7 @@ def render_eval_object(
     intrinsics, c2w = protocol_cameras(protocol, renderer.resolution)
     views = renderer.render(scene, intrinsics, c2w)
     rgb = normalize_exposure(views.rgb, views.alpha) if cfg.render.exposure_normalize else views.rgb
-    rgba = np.concatenate([rgb, views.alpha[..., None]], axis=-1)
-    return EvalObject(name, rgba, intrinsics, c2w, protocol.num_inputs)
+    return EvalObject(name, object_views(rgb, intrinsics, c2w, protocol.num_inputs, cfg.train.resolution))
 
 
 def iter_real_objects(

@@ -1,4 +1,4 @@
-"""A user's own posed images -> predicted 3D Gaussians (.ply) and a turntable video.
+"""A user's own posed images for `zv-ray reconstruct` (predicted 3D Gaussians as a .ply and a turntable video).
 
     zv-ray reconstruct a.png b.png c.png d.png --cameras cameras.json --checkpoint outputs/runs/tiny --out outputs/recon
 
@@ -9,24 +9,12 @@ convention (zv_ray/eval/camera_file.py, docs/evaluation.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from zv_ray.config import RunConfig
 from zv_ray.eval.camera_file import frames_for_images, read_camera_file
-from zv_ray.eval.evaluate import inference
-from zv_ray.splat.gaussians import Gaussians
-from zv_ray.inference.views import make_view_batch
-
-
-@dataclass
-class PosedViews:
-    rgba: np.ndarray  # [V, H, W, 4] uint8, RGB composited on white
-    intrinsics: np.ndarray  # [V, 4] float32 at the images' size
-    c2w: np.ndarray  # [V, 4, 4] float32 OpenCV camera-to-world
+from zv_ray.inference.views import PosedViews, object_views
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -56,8 +44,9 @@ def read_image(path: Path) -> np.ndarray:
     return np.concatenate([color, np.full(img.shape[:2] + (1,), 255, np.uint8)], axis=-1)
 
 
-def load_posed_views(images: list[Path], cameras: Path, num_views: int) -> PosedViews:
-    """Check the count, sizes and cameras of the user's views and read them."""
+def load_posed_views(images: list[Path], cameras: Path, num_views: int, resolution: int) -> PosedViews:
+    """Check the count, sizes and cameras of the user's views and read them, every one an input, resized to the
+    model's `resolution` (intrinsics scaled to match)."""
     if len(images) != num_views:
         raise ValueError(
             f"got {len(images)} images but the checkpoint's model takes train.num_input_views = {num_views}; pass exactly {num_views}"
@@ -78,16 +67,5 @@ def load_posed_views(images: list[Path], cameras: Path, num_views: int) -> Posed
             raise ValueError(
                 f"{cameras}: the frame of {path.name} says w x h = {frame.size[0]}x{frame.size[1]} but the image is {w}x{h}"
             )
-    return PosedViews(np.stack(rgba), np.stack([f.intrinsics for f in frames]), np.stack([f.c2w for f in frames]))
-
-
-def predict_gaussians(model: torch.nn.Module, views: PosedViews, cfg: RunConfig) -> Gaussians:
-    """Resize to the model's resolution (intrinsics scaled to match) and predict one object's Gaussians (B = 1)."""
-    device = next(model.parameters()).device
-    n = len(views.rgba)
-    batch = make_view_batch(
-        torch.from_numpy(views.rgba)[None], torch.from_numpy(views.intrinsics)[None], torch.from_numpy(views.c2w)[None],
-        torch.arange(n)[None], n, cfg.train.resolution,
-    ).to(device)
-    with inference(model) as bare:
-        return bare(batch.input_images, batch.input_intrinsics, batch.input_c2w)
+    intrinsics, c2w = np.stack([f.intrinsics for f in frames]), np.stack([f.c2w for f in frames])
+    return object_views(np.stack(rgba), intrinsics, c2w, num_views, resolution)

@@ -12,6 +12,7 @@ from rich.table import Table
 from torch import Tensor
 
 from zv_ray.eval.evaluate import MARGIN, WHITE, mean_scores
+from zv_ray.inference.views import uint8_images
 
 Scores = dict[str, Any]  # {"object": name, "psnr": float, ..., "white_psnr": float, ..., "psnr_over_white": float}
 _COLUMNS = (
@@ -63,8 +64,7 @@ def comparison_grid(
 ) -> np.ndarray:  # [rows * (H + 2), columns * (W + 2), 3] uint8
     """Input views on top; then for every `columns` test views a row of predictions over a row of ground truth."""
     def tiles(views: Tensor) -> list[np.ndarray]:
-        arr = (views.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
-        return [np.pad(v, ((1, 1), (1, 1), (0, 0)), constant_values=_GUTTER) for v in arr]
+        return [np.pad(v, ((1, 1), (1, 1), (0, 0)), constant_values=_GUTTER) for v in uint8_images(views)]
 
     def row(cells: list[np.ndarray]) -> np.ndarray:
         blank = np.full_like(cells[0], 255)

@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 
 from zv_ray.config.base import config_hash
-from zv_ray.eval.evaluate import evaluate_object, inference, load_lpips_or_reason, summarize
+from zv_ray.eval.evaluate import eval_mode, evaluate_object, load_lpips_or_reason, summarize
 from zv_ray.eval.gso import UpAxis
 from zv_ray.eval.loading import LoadedModel
 from zv_ray.eval.prepare import EvalObject, iter_real_objects, iter_zeroverse_objects
@@ -74,7 +74,7 @@ def run_evaluation(
 
     suites: dict[str, list[Scores]] = {}
     artifacts: list[tuple[Path, str]] = []
-    with Renderer.from_config(cfg.render) as renderer, inference(loaded.model) as model:
+    with Renderer.from_config(cfg.render) as renderer, eval_mode(loaded.model) as model:
         for suite, objects in sources.items():
             suites[suite] = []
             for obj in objects(renderer):

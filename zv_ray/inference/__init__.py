@@ -1,2 +1,3 @@
-"""Shared by evaluation and training (and the render actors): which views a sample uses, how rendered views
-become a model batch on a device, and one forward pass from input views to rendered Gaussians."""
+"""Shared by training, evaluation, the viewer (and the render actors): which views a sample uses, posed views
+(the one type for images with their cameras) on a device, and one forward pass from input views to Gaussians
+and their renders."""

@@ -1,4 +1,5 @@
-"""Turn a batch of rendered objects into model inputs and supervision views.
+"""Posed views, the one type training, evaluation, `zv-ray reconstruct` and the viewer pass around, and how
+rendered objects become them.
 
 GS-LRM samples views per object: `num_input_views` inputs fed to the model, plus `num_target_views`
 novel views near the inputs; all of them (inputs included) are supervised.
@@ -10,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -18,7 +20,9 @@ from zv_ray.config import TrainConfig
 
 
 @dataclass
-class ViewBatch:
+class PosedViews:
+    """B objects' images with their cameras: a training batch, or one object (B = 1) to score, reconstruct or show."""
+
     images: Tensor  # [B, V, 3, H, W] RGB on white in [0, 1]; the first `num_inputs` views are the inputs
     intrinsics: Tensor  # [B, V, 4] fx, fy, cx, cy at the batch resolution
     c2w: Tensor  # [B, V, 4, 4] OpenCV camera-to-world
@@ -36,8 +40,8 @@ class ViewBatch:
     def input_c2w(self) -> Tensor:  # [B, Vin, 4, 4]
         return self.c2w[:, : self.num_inputs]
 
-    def to(self, device: torch.device | str) -> "ViewBatch":
-        return ViewBatch(self.images.to(device), self.intrinsics.to(device), self.c2w.to(device), self.num_inputs)
+    def to(self, device: torch.device | str) -> "PosedViews":
+        return PosedViews(self.images.to(device), self.intrinsics.to(device), self.c2w.to(device), self.num_inputs)
 
 
 def pick_view_indices(
@@ -103,7 +107,7 @@ def make_view_batch(
     num_inputs: int,
     resolution: int,
     device: torch.device | str | None = None,
-) -> ViewBatch:
+) -> PosedViews:
     """Gather the chosen views and move them to `device` as uint8 (a quarter of float32's bytes), then scale
     to [0, 1] and resize to `resolution` there (intrinsics scaled to match)."""
     if indices is not None:
@@ -118,4 +122,21 @@ def make_view_batch(
         rgb = F.interpolate(rgb.flatten(0, 1), size=(resolution, resolution), mode="area").unflatten(0, (B, V))
         scale = torch.tensor([resolution / W, resolution / H, resolution / W, resolution / H], dtype=K.dtype, device=K.device)
         K = K * scale
-    return ViewBatch(rgb.contiguous(), K, c2w.float(), num_inputs)
+    return PosedViews(rgb.contiguous(), K, c2w.float(), num_inputs)
+
+
+def uint8_images(images: Tensor) -> np.ndarray:  # [..., 3, H, W] in [0, 1] -> [..., H, W, 3] uint8
+    """Views as 8-bit pictures again (clamped: renders overshoot white), the inverse of make_view_batch's scaling."""
+    return (images.detach().float().clamp(0, 1).movedim(-3, -1).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def object_views(
+    images: np.ndarray,  # [V, H, W, C] uint8 RGB on white, inputs first
+    intrinsics: np.ndarray,  # [V, 4]
+    c2w: np.ndarray,  # [V, 4, 4]
+    num_inputs: int,
+    resolution: int,
+) -> PosedViews:
+    """One object's views (B = 1) at `resolution`, through make_view_batch like a training batch."""
+    arrays = (torch.from_numpy(a)[None] for a in (images, intrinsics, c2w))
+    return make_view_batch(*arrays, None, num_inputs, resolution)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from zv_ray.config import RunConfig
-from zv_ray.inference.views import ViewBatch
+from zv_ray.inference.views import PosedViews
 from zv_ray.model.checkpoint import save_checkpoint
 from zv_ray.train.schedule import Every
 from zv_ray.train.worker import LoopState
@@ -42,14 +42,15 @@ class Checkpointer:
                             extra={"skipped_total": state.skipped_total})
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
-    def export_gaussians(self, model: torch.nn.Module, batch: ViewBatch, run, local_run_dir: str | None) -> None:
+    def export_gaussians(self, model: torch.nn.Module, batch: PosedViews, run, local_run_dir: str | None) -> None:
         """Rank 0: the last batch's first object as a 3DGS .ply, to the MLflow run (and the run folder when local)."""
         from zv_ray.export.ply import save_ply
+        from zv_ray.inference.predict import predict_gaussians
 
         if not self.rank0:
             return
+        first = PosedViews(batch.images[:1], batch.intrinsics[:1], batch.c2w[:1], batch.num_inputs)
         with torch.no_grad():
-            gaussians = getattr(model, "module", model)(batch.input_images[:1], batch.input_intrinsics[:1],
-                                                        batch.input_c2w[:1])
+            gaussians = predict_gaussians(getattr(model, "module", model), first, self.cfg)
         with tempfile.TemporaryDirectory() as tmp:
-            run.artifact(save_ply(Path(local_run_dir or tmp) / "gaussians.ply", gaussians.float()), "gaussians")
+            run.artifact(save_ply(Path(local_run_dir or tmp) / "gaussians.ply", gaussians), "gaussians")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zv_ray.inference.views import ViewBatch
+from zv_ray.inference.views import PosedViews, uint8_images
 from zv_ray.train.schedule import Every
 from zv_ray.train.step import StepResult
 from zv_ray.train.worker import LoopState, Worker
@@ -21,15 +21,12 @@ def psnr_of(pred: torch.Tensor, target: torch.Tensor) -> float:
     return -10.0 * math.log10(max(mse, 1e-10))
 
 
-def image_grid(batch: ViewBatch, pred: torch.Tensor) -> np.ndarray:
+def image_grid(batch: PosedViews, pred: torch.Tensor) -> np.ndarray:
     """First object of the batch: inputs on top, prediction and target of every view below. uint8 [H, W, 3]."""
-    def row(views: torch.Tensor) -> torch.Tensor:  # [V, 3, H, W] -> [H, V * W, 3]
-        return torch.cat(list(views.detach().float().clamp(0, 1).cpu()), dim=-1).permute(1, 2, 0)
-
     inputs = torch.ones_like(batch.images[0])
     inputs[: batch.num_inputs] = batch.images[0, : batch.num_inputs]
-    grid = torch.cat([row(inputs), row(pred[0]), row(batch.images[0])], dim=0)
-    return (grid.numpy() * 255).round().astype(np.uint8)
+    rows = [torch.cat(list(views.detach().float()), dim=-1) for views in (inputs, pred[0], batch.images[0])]
+    return uint8_images(torch.cat(rows, dim=-2).cpu())
 
 
 class MetricsLogger:
@@ -50,7 +47,7 @@ class MetricsLogger:
         self._started = time.perf_counter() - data_wait
         self._window["wait"] += data_wait
 
-    def step_metrics(self, state: LoopState, batch: ViewBatch, result: StepResult) -> dict[str, float]:
+    def step_metrics(self, state: LoopState, batch: PosedViews, result: StepResult) -> dict[str, float]:
         """This step's metrics; on a logging step, the throughput since the last one too."""
         self._window["time"] += time.perf_counter() - self._started
         self._window["steps"] += 1

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from zv_ray.config import RunConfig, TrainConfig
-from zv_ray.inference.views import ViewBatch
+from zv_ray.inference.views import PosedViews
 from zv_ray.train.schedule import lr_at
 
 
@@ -38,7 +38,7 @@ def train_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     params: list[torch.nn.Parameter],
-    batch: ViewBatch,
+    batch: PosedViews,
     cfg: RunConfig,
     step: int,
     perceptual_net: torch.nn.Module | None,
@@ -50,7 +50,7 @@ def train_step(
     MSE + loss.perceptual_weight x perceptual (from loss.perceptual_start_step on), backward, then clip to
     train.grad_clip or skip a non-finite / exploding step. `mark(part)` is called after each part (profiling)."""
     from zv_ray.inference.predict import predict_and_render
-    from zv_ray.losses.reconstruction import reconstruction_loss
+    from zv_ray.losses.training_loss import reconstruction_loss
 
     tc = cfg.train
     if lr is None:
@@ -93,7 +93,7 @@ def clipped_step(
 
 def perceptual_net_for(cfg: RunConfig, device: torch.device | str) -> torch.nn.Module | None:
     """The frozen perceptual network the loss uses, or None when loss.perceptual_weight is 0."""
-    from zv_ray.losses.reconstruction import load_perceptual_loss
+    from zv_ray.losses.training_loss import load_perceptual_loss
 
     return load_perceptual_loss(cfg.loss, device) if cfg.loss.perceptual_weight > 0 else None
 

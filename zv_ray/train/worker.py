@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from zv_ray.config import RunConfig, validate_dict
-from zv_ray.inference.views import ViewBatch, make_view_batch
+from zv_ray.inference.views import PosedViews, make_view_batch
 from zv_ray.model.checkpoint import load_checkpoint
 from zv_ray.train.step import StepOutcome, build_optimizer
 
@@ -126,7 +126,7 @@ def batches(worker: Worker, state: LoopState) -> Iterator[tuple[dict, float]]:
             )
 
 
-def view_batch(worker: Worker, raw: dict) -> ViewBatch:
+def view_batch(worker: Worker, raw: dict) -> PosedViews:
     """A batch of samples (their views already chosen upstream, records.sample_picks) as a model batch on the
     device, resized to train.resolution."""
     tc = worker.cfg.train

@@ -6,7 +6,7 @@
     zv-ray view outputs/demo/gaussians.ply                                # a 3DGS .ply
 
 Layers, bottom up: items.py (what one shown object is), sources.py (objects from the generator, a Parquet
-dataset, a mesh folder or a .ply), reconstruction.py (a checkpoint's Gaussians and held-out scores),
+dataset, a mesh folder or a .ply), predictor.py (a checkpoint's Gaussians and held-out scores),
 scene.py (viser scene nodes), app.py (server, panel and worker thread), cli.py; browser.py drives
 headless Chromium for screenshots and tests.
 """

@@ -22,7 +22,7 @@ from zv_ray.view.items import Item
 from zv_ray.view.scene import LAYERS, add_item, initial_view
 from zv_ray.view.sources import AUGMENTATIONS, MODE_PROBABILITY, GeneratedObjects, Source
 
-# Recently built items kept for stepping back and forth (a dataset item at 32 x 512 px holds 32 MiB of views).
+# Recently built items kept for stepping back and forth (a dataset item at 32 x 512 px holds 96 MiB of float views).
 CACHE_ITEMS = 4
 
 
@@ -178,7 +178,7 @@ class Viewer:
     def close(self) -> None:
         if self.server is not None:
             self.server.stop()
-        reconstructor = getattr(self.source, "reconstructor", None)
-        if reconstructor is not None:
-            self.run(reconstructor.close).result()  # its renderer is the worker thread's
+        predictor = getattr(self.source, "predictor", None)
+        if predictor is not None:
+            self.run(predictor.close).result()  # its renderer is the worker thread's
         self._worker.shutdown()

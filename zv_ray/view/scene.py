@@ -9,9 +9,10 @@ import viser
 import viser.transforms as vtf
 from PIL import Image
 
+from zv_ray.inference.views import PosedViews, uint8_images
 from zv_ray.splat.gaussians import Gaussians
 from zv_ray.splat.torch_rasterizer import quat_scale_to_covar
-from zv_ray.view.items import Item, PosedImages
+from zv_ray.view.items import Item
 
 # The ground truth stands beside a reconstruction, beyond the input cameras (radius <= 2.8 plus the frusta).
 GT_OFFSET = np.array([4.5, 0.0, 0.0])
@@ -47,16 +48,16 @@ def _thumbnail(rgb: np.ndarray) -> np.ndarray:  # [H, W, 3] uint8 -> [h, w, 3] u
     return np.asarray(image)
 
 
-def add_frusta(scene: viser.SceneApi, views: PosedImages) -> list:
-    """One frustum per view with its image; a model's inputs highlighted."""
-    height, width = views.rgba.shape[1:3]
+def add_frusta(scene: viser.SceneApi, views: PosedViews) -> list:
+    """One frustum per view of one object (B = 1) with its image; a model's inputs highlighted."""
+    height, width = views.images.shape[-2:]
     nodes = []
-    for i, (rgba, k, c2w) in enumerate(zip(views.rgba, views.intrinsics, views.c2w)):
+    for i, (rgb, k, c2w) in enumerate(zip(uint8_images(views.images[0]), views.intrinsics[0].numpy(), views.c2w[0].numpy())):
         wxyz, position = camera_pose(c2w)
         is_input = i < views.num_inputs
         nodes.append(scene.add_camera_frustum(
             f"/item/cameras/{'input' if is_input else 'view'}_{i:03d}", fov=float(2 * np.arctan(height / 2 / k[1])),
-            aspect=width / height, scale=_FRUSTUM_SCALE * (1.3 if is_input else 1.0), image=_thumbnail(rgba[..., :3]),
+            aspect=width / height, scale=_FRUSTUM_SCALE * (1.3 if is_input else 1.0), image=_thumbnail(rgb),
             color=_INPUT_COLOR if is_input else _VIEW_COLOR, wxyz=wxyz, position=position,
         ))
     return nodes
@@ -92,7 +93,7 @@ def initial_view(item: Item) -> tuple[np.ndarray, np.ndarray]:
         reach = float(np.linalg.norm(centre)) + 1.0
     else:
         centre = np.zeros(3)
-        cameras = 0.0 if item.views is None else float(np.linalg.norm(item.views.c2w[:, :3, 3], axis=1).max())
+        cameras = 0.0 if item.views is None else float(item.views.c2w[0, :, :3, 3].norm(dim=-1).max())
         reach = max(_OBJECT_RADIUS, cameras)
     direction = np.array([0.25, -0.9, 0.4])  # from the front (-Y, so +X runs left to right), a little right and above
     return centre + 1.7 * reach * direction / np.linalg.norm(direction), centre

@@ -1,7 +1,7 @@
 """Where the viewer's objects come from: the Zeroverse generator, a Parquet dataset, a folder of meshes, a .ply.
 
 Each source lists its objects (`labels`) and builds one `Item` at a time (`key` names what an item depends on,
-for caching). Given a Reconstructor, generated, dataset and real objects become the model's reconstruction
+for caching). Given a Predictor, generated, dataset and real objects become the model's prediction
 beside their ground-truth mesh. Constructors check their inputs, so bad paths fail before a server starts.
 """
 
@@ -18,8 +18,9 @@ from zv_ray.data.parquet import open_shard, shard_paths
 from zv_ray.data.schema import RecordError, row_to_record
 from zv_ray.eval.gso import UpAxis, find_objects, load_object, object_name
 from zv_ray.export.ply import load_ply
-from zv_ray.view.items import Item, PosedImages
-from zv_ray.view.reconstruction import Reconstructor
+from zv_ray.inference.views import object_views
+from zv_ray.view.items import Item
+from zv_ray.view.predictor import Predictor
 from zv_ray.zeroverse import generate_object
 
 # Panel name -> the generator's probability for it; each can follow the config, or be switched off or forced.
@@ -82,9 +83,9 @@ class GeneratedObjects(Source):
     """Zeroverse objects (seed, first_id + i) made on demand; `modes` switches each augmentation."""
 
     def __init__(
-        self, cfg: ZeroverseConfig, seed: int, first_id: int, count: int, reconstructor: Reconstructor | None = None
+        self, cfg: ZeroverseConfig, seed: int, first_id: int, count: int, predictor: Predictor | None = None
     ) -> None:
-        self.cfg, self.seed, self.first_id, self.reconstructor = cfg, seed, first_id, reconstructor
+        self.cfg, self.seed, self.first_id, self.predictor = cfg, seed, first_id, predictor
         self.labels = [f"object {first_id + i}" for i in range(count)]
         self.modes = {name: "sampled" for name in AUGMENTATIONS}
 
@@ -102,11 +103,11 @@ class GeneratedObjects(Source):
         obj = generate_object(self.seed, object_id, self.config())
         info = params_markdown(obj.params, obj.stats["num_faces"])
         title = f"Zeroverse object {object_id}"
-        if self.reconstructor is None:
+        if self.predictor is None:
             item = Item(title, info, mesh=obj.scene)
         else:
-            views = self.reconstructor.protocol_views(f"zeroverse_{object_id}", obj.scene)
-            item = self.reconstructor.item(title, info, obj.scene, views)
+            views = self.predictor.protocol_views(f"zeroverse_{object_id}", obj.scene)
+            item = self.predictor.item(title, info, obj.scene, views)
         item.details = params_json(obj.params)
         return item
 
@@ -115,8 +116,8 @@ class DatasetObjects(Source):
     """A Parquet dataset's objects: their rendered views with camera frusta, and the mesh regenerated from
     (seed, object_id, generator config) in the row's parameters."""
 
-    def __init__(self, path: Path, reconstructor: Reconstructor | None = None):
-        self.reconstructor = reconstructor
+    def __init__(self, path: Path, predictor: Predictor | None = None):
+        self.predictor = predictor
         self._rows: list[tuple[Path, int, int]] = []  # shard, row group, row within the group
         ids: list[int] = []
         for shard_path in shard_paths(path):
@@ -146,11 +147,11 @@ class DatasetObjects(Source):
             cfg = validate_dict(ZeroverseConfig, params["config"], source=f"{title} params_json config")
             obj = generate_object(int(record["seed"]), int(record["object_id"]), cfg)
             mesh, info = obj.scene, info + params_markdown(params, obj.stats["num_faces"])
-        if self.reconstructor is None:
-            item = Item(title, info, mesh=mesh, views=PosedImages(rgba, record["intrinsics"], record["c2w"]))
+        if self.predictor is None:
+            views = object_views(rgba, record["intrinsics"], record["c2w"], 0, rgba.shape[1])
+            item = Item(title, info, mesh=mesh, views=views)
         else:
-            views = self.reconstructor.dataset_views(title, record)
-            item = self.reconstructor.item(title, info, mesh, views, all_views=True)
+            item = self.predictor.item(title, info, mesh, self.predictor.dataset_views(title, record), all_views=True)
         item.details = params_json(params)
         return item
 
@@ -158,9 +159,9 @@ class DatasetObjects(Source):
 class RealObjects(Source):
     """Meshes such as Google Scanned Objects (sub-folders with model.obj, or .glb files), normalized like eval."""
 
-    def __init__(self, path: Path, up: UpAxis = "auto", reconstructor: Reconstructor | None = None, extent: float = 1.8):
+    def __init__(self, path: Path, up: UpAxis = "auto", predictor: Predictor | None = None, extent: float = 1.8):
         self.paths = find_objects(path)
-        self.up, self.extent, self.reconstructor = up, extent, reconstructor
+        self.up, self.extent, self.predictor = up, extent, predictor
         self.labels = [object_name(p) for p in self.paths]
 
     def item(self, index: int) -> Item:
@@ -168,9 +169,9 @@ class RealObjects(Source):
         scene = load_object(path, self.extent, self.up)
         faces = sum(len(g.faces) for g in scene.geometry.values())
         info = f"`{path}` · {faces:,} faces"
-        if self.reconstructor is None:
+        if self.predictor is None:
             return Item(name, info, mesh=scene)
-        return self.reconstructor.item(name, info, scene, self.reconstructor.protocol_views(name, scene))
+        return self.predictor.item(name, info, scene, self.predictor.protocol_views(name, scene))
 
 
 class PlyFile(Source):

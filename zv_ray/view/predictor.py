@@ -1,4 +1,4 @@
-"""A checkpoint's reconstruction of one object for the viewer: the Gaussians `zv-ray reconstruct` exports
+"""A checkpoint's prediction of one object for the viewer: the Gaussians `zv-ray reconstruct` exports
 (predicted from the input views), scored on the held-out views exactly as `zv-ray eval` scores them.
 
 Input views come from the evaluation protocol (generated and real objects, rendered like `zv-ray eval`
@@ -7,30 +7,19 @@ does) or from a dataset's own views (inputs evenly spread over them, the rest he
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import torch
 import trimesh
 
-from zv_ray.eval.evaluate import evaluate_object, inference, load_lpips_or_reason
+from zv_ray.eval.evaluate import ObjectResult, eval_mode, evaluate_object, load_lpips_or_reason
 from zv_ray.eval.loading import LoadedModel
 from zv_ray.eval.prepare import EvalObject, render_eval_object
 from zv_ray.eval.protocol import EvalProtocol
-from zv_ray.eval.reconstruct import PosedViews, predict_gaussians
+from zv_ray.inference.views import PosedViews, object_views
 from zv_ray.render.renderer import Renderer
-from zv_ray.splat.gaussians import Gaussians
-from zv_ray.view.items import Item, PosedImages
+from zv_ray.view.items import Item
 
 
-@dataclass
-class Reconstruction:
-    gaussians: Gaussians  # B = 1, on the CPU
-    scores: dict[str, float | None]  # psnr, ssim, lpips (None when unavailable), means over the held-out views
-    num_test_views: int
-
-
-class Reconstructor:
+class Predictor:
     """Predicts and scores objects with one model; owns the renderer for protocol views (GL: one thread)."""
 
     def __init__(self, loaded: LoadedModel, protocol: EvalProtocol) -> None:
@@ -54,32 +43,27 @@ class Reconstructor:
             )
         inputs = np.linspace(0, num_views - 1, num_inputs).round().astype(int)
         order = np.concatenate([inputs, np.setdiff1d(np.arange(num_views), inputs)])
-        return EvalObject(name, record["rgba"][order], record["intrinsics"][order], record["c2w"][order], num_inputs)
-
-    def reconstruct(self, obj: EvalObject) -> Reconstruction:
-        model, cfg, n = self.loaded.model, self.loaded.cfg, obj.num_inputs
-        with inference(model) as bare:
-            scored = evaluate_object(bare, obj, cfg, self._lpips)
-        inputs = PosedViews(obj.rgba[:n], obj.intrinsics[:n], obj.c2w[:n])
-        gaussians = predict_gaussians(model, inputs, cfg).detach().to("cpu", torch.float32)
-        return Reconstruction(gaussians, scored.scores(), len(obj.rgba) - n)
+        views = object_views(record["rgba"][order], record["intrinsics"][order], record["c2w"][order], num_inputs,
+                             self.loaded.cfg.train.resolution)
+        return EvalObject(name, views)
 
     def item(self, title: str, info: str, mesh: trimesh.Scene | None, obj: EvalObject, all_views: bool = False) -> Item:
-        """The reconstruction beside the ground truth; cameras: the inputs (and the held-out views if `all_views`)."""
-        rec = self.reconstruct(obj)
-        shown = len(obj.rgba) if all_views else obj.num_inputs
-        views = PosedImages(obj.rgba[:shown], obj.intrinsics[:shown], obj.c2w[:shown], obj.num_inputs)
-        return Item(title, self.describe(rec) + "\n\n" + info, mesh=mesh, gaussians=rec.gaussians, views=views)
+        """The prediction beside the ground truth, from one model call: the Gaussians shown are the ones scored.
+        Cameras: the inputs (and the held-out views if `all_views`)."""
+        with eval_mode(self.loaded.model) as model:
+            result = evaluate_object(model, obj, self.loaded.cfg, self._lpips)
+        v = obj.views
+        shown = v if all_views else PosedViews(v.input_images, v.input_intrinsics, v.input_c2w, v.num_inputs)
+        return Item(title, self.describe(result) + "\n\n" + info, mesh=mesh, gaussians=result.gaussians, views=shown)
 
-    def describe(self, rec: Reconstruction) -> str:
-        s, cfg = rec.scores, self.loaded.cfg
+    def describe(self, result: ObjectResult) -> str:
+        s, cfg = result.scores(), self.loaded.cfg
         lpips = "n/a" if s["lpips"] is None else f"{s['lpips']:.4f}"
-        # Eval's margin over an all-white image, where its scores carry one (white alone scores ~15 dB).
-        margin = f" ({s['psnr_over_white']:+.2f} dB over white)" if s.get("psnr_over_white") is not None else ""
+        # Eval's margin over an all-white image (white alone scores ~15 dB).
         return (
-            f"**PSNR {s['psnr']:.2f} dB**{margin} · SSIM {s['ssim']:.4f} · LPIPS {lpips}  \n"
-            f"on {rec.num_test_views} held-out views from {self.protocol.num_inputs} inputs at {cfg.train.resolution} px; "
-            f"{rec.gaussians.num:,} Gaussians; checkpoint step {self.loaded.step}"
+            f"**PSNR {s['psnr']:.2f} dB** ({s['psnr_over_white']:+.2f} dB over white) · SSIM {s['ssim']:.4f} · LPIPS {lpips}  \n"
+            f"on {len(result.target)} held-out views from {self.protocol.num_inputs} inputs at {cfg.train.resolution} px; "
+            f"{result.gaussians.num:,} Gaussians; checkpoint step {self.loaded.step}"
         )
 
     def close(self) -> None:
