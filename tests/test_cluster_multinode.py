@@ -149,7 +149,8 @@ def test_a_killed_train_worker_restores_the_last_checkpoint_from_s3(cluster, run
     assert "training finished" in run_a and marker.exists(), run_a[-3000:]
     assert load_checkpoint(f"{runs}/a")["step"] == 4
     history = MlflowClient(mlflow_server).get_metric_history(mlflow_run_id(mlflow_server, "a"), "train/resumed_from_step")
-    assert [m.value for m in history] == [2.0]
+    resumed = [m.value for m in history]
+    assert resumed == [2.0], resumed
 
 
 def test_resume_from_s3_continues_the_step_count_in_the_same_mlflow_run(resumed_a, runs, mlflow_server):
