@@ -98,9 +98,11 @@ def job(runs, mlflow_server) -> list[str]:
 def mlflow_run_id(tracking_uri: str, run_name: str) -> str:
     from mlflow.tracking import MlflowClient
 
+    from zv_ray.tracking import RUN_NAME_TAG
+
     client = MlflowClient(tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("zv-ray-tiny").experiment_id],
-                                filter_string=f"tags.`zv_ray.run_name` = '{run_name}'")
+                                filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'")
     return run.info.run_id
 
 
