@@ -1,4 +1,5 @@
-"""Shared test setup: headless GL, quiet Ray, and paths to the shared evaluation objects."""
+"""Shared test setup: headless GL, quiet Ray, paths to the shared evaluation objects, the one tiny run recipe,
+and the small helpers several test files use (ports, waiting, jobs, MLflow histories)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,6 +20,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 REPO = Path(__file__).resolve().parents[1]
 GSO_DIR = REPO.parent / "shared" / "eval" / "gso"
+BIN = Path(sys.executable).parent  # the venv's console scripts: ray, zv-ray, mlflow, moto_server
 
 
 @pytest.fixture(scope="module")
@@ -28,22 +32,45 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-# The tiny recipe made tinier for jobs on a test cluster: seconds per run, the same code paths.
-TINY_JOB = [
-    "--set", "zeroverse.mesh_resolution=8", "--set", "zeroverse.texture.resolution=32",
-    "--set", "render.num_views=6", "--set", "render.resolution=32", "--set", "data.num_objects=2", "--set", "data.materialize=true",
-    "--set", "data.num_val_objects=1", "--set", "model.width=32", "--set", "model.depth=1", "--set", "model.num_heads=2",
-    "--set", "train.resolution=16", "--set", "train.num_input_views=2", "--set", "train.num_target_views=2",
-    "--set", "train.batch_size_per_worker=2", "--set", "train.steps=4", "--set", "train.warmup_steps=1",
-    "--set", "train.log_every=2", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=4",
+# The one tiny run recipe, as `section.key=value` overrides: a 1-block, width-32 GS-LRM trained on 16 px views of
+# coarse Zeroverse objects, 4 steps, a checkpoint every 2: seconds per run on a 2-core machine, the same code paths
+# as a real run. A test that relies on a value sets just that one on top (later overrides win): tiny("train.steps=30").
+TINY_RUN = [
+    "zeroverse.mesh_resolution=8", "zeroverse.texture.resolution=32", "render.num_views=6", "render.resolution=32",
+    "data.num_objects=2", "data.materialize=true", "data.num_val_objects=1", "data.num_generator_actors=1",
+    "model.width=32", "model.depth=1", "model.num_heads=2", "loss.perceptual_weight=0",
+    "train.resolution=16", "train.num_input_views=2", "train.num_target_views=2", "train.batch_size_per_worker=2",
+    "train.steps=4", "train.warmup_steps=1", "train.log_every=2", "train.checkpoint_every=2", "train.eval_every=4",
 ]
+
+
+def tiny(*overrides: str) -> list[str]:
+    """TINY_RUN with `overrides` on top: the list load_config(None, ...) takes."""
+    return [*TINY_RUN, *overrides]
+
+
+def as_set_args(overrides: Iterable[str]) -> list[str]:
+    """["a.b=1", ...] -> ["--set", "a.b=1", ...]: the command line's (and `ray job submit`'s) form."""
+    return [arg for kv in overrides for arg in ("--set", kv)]
+
+
+def as_dict(overrides: Iterable[str]) -> dict[str, Any]:
+    """["a.b=1", ...] -> {"a.b": 1, ...}, values parsed as the command line parses them (later keys win): the
+    form of a sweep's `overrides`; zv_ray.config.base.set_keys({}, ...) nests it for RunConfig.model_validate."""
+    from zv_ray.config.base import parse_override
+
+    return dict(parse_override(kv) for kv in overrides)
+
+
+# The tiny recipe as job arguments, for `zv-ray train configs/tiny.yaml ...` on a test cluster.
+TINY_JOB = as_set_args(TINY_RUN)
 
 
 def submit_and_wait(address: str, env: dict, entrypoint: list[str], timeout_s: float = 600) -> str:
     """`ray job submit --no-wait` with the documented runtime env, then poll until the job ends."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", f"--address={address}", "--working-dir", str(REPO),
+    cmd = [str(BIN / "ray"), "job", "submit", f"--address={address}", "--working-dir", str(REPO),
            "--runtime-env", str(REPO / "runtime_env.yaml"), "--no-wait", "--", *entrypoint]
     for _ in range(30):  # the head's job agent can take a few seconds after `ray start` to accept jobs
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
@@ -80,8 +107,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> None:
+    """Poll `predicate` until it is truthy; an AssertionError naming `what` after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
+
+
 def wait_http(url: str, timeout: float = 60.0) -> None:
-    import time
     import urllib.request
 
     deadline = time.time() + timeout
@@ -95,15 +129,19 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
             time.sleep(0.3)
 
 
+def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) of one MLflow metric of one run, by step."""
+    from mlflow.tracking import MlflowClient
+
+    return sorted((m.step, m.value) for m in MlflowClient(tracking_uri).get_metric_history(run_id, key))
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3-compatible server (moto's standalone server) on 127.0.0.1, reached through the standard AWS
     environment, as a user's MinIO or S3 would be; yields that environment. Buckets: `zv-test` exists."""
-    import subprocess
-    import sys
-
     port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+    server = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import tiny
 
 from zv_ray.render import gl
 
@@ -37,10 +38,7 @@ for i in range(objects):
 print(json.dumps({"rss": rss, "shape": list(out["rgb"].shape)}))
 """
 
-SETTINGS = [
-    "zeroverse.mesh_resolution=8", "zeroverse.texture.resolution=32", "render.num_views=8", "render.resolution=32",
-    "train.resolution=32", "train.num_input_views=2", "train.num_target_views=2", "data.samples_per_object=2",
-]
+SETTINGS = tiny("render.num_views=8", "train.resolution=32", "data.samples_per_object=2")
 
 
 @pytest.mark.timeout(600)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import re
 import tomllib
-from pathlib import Path
 
 import yaml
 from packaging.specifiers import SpecifierSet
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
 
 
 def launcher_config() -> dict:

@@ -1,11 +1,10 @@
-from pathlib import Path
-
 import pytest
 import yaml
+from conftest import REPO
 
 from zv_ray.config import ConfigError, flatten, load_config
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = REPO / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 
 
@@ -114,5 +113,5 @@ def test_every_key_has_a_meaning():
 def test_configuration_reference_is_current():
     from zv_ray.config.reference import render_reference
 
-    doc = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+    doc = REPO / "docs" / "configuration.md"
     assert doc.read_text() == render_reference(), "regenerate: python -m zv_ray.config.reference > docs/configuration.md"

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 import typer
+from conftest import REPO
 
 from zv_ray.cli import app
 
@@ -34,7 +34,6 @@ try:  # typer >= 0.2x carries its own click: its parse errors derive from TyperE
 except ImportError:  # older typer runs on click
     from click import ClickException as ParseError
 
-REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SUBCOMMANDS = ["generate", "dataset", "train", "sweep", "compare", "eval", "reconstruct", "view", "doctor", "demo"]
 

@@ -5,18 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
 
 from zv_ray.cluster.doctor import multi_host_checks
 from zv_ray.splat import backend
 from zv_ray.splat.backend import RasterizerUnavailable
 from zv_ray.splat.rasterize import pick_rasterizer
 from zv_ray.splat import torch_rasterizer
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def doctor(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -9,21 +9,17 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from conftest import GSO_DIR
+from conftest import GSO_DIR, tiny
 from typer.testing import CliRunner
 
-from zv_ray.config import RunConfig
+from zv_ray.config import RunConfig, load_config
 from zv_ray.model.checkpoint import save_checkpoint
 
 needs_gso = pytest.mark.skipif(not GSO_DIR.is_dir(), reason=f"shared GSO objects not found at {GSO_DIR}")
-TINY = {
-    "zeroverse": {"mesh_resolution": 12},  # coarse meshes keep the in-domain test fast
-    "model": {"width": 32, "depth": 1, "num_heads": 2, "patch_size": 8, "bf16": False},
-    "render": {"resolution": 64, "num_views": 8},
-    "train": {"resolution": 32, "num_input_views": 4, "num_target_views": 4, "steps": 10, "warmup_steps": 0},
-    "loss": {"perceptual_weight": 0.0},
-    "cluster": {"run_name": "tiny-eval"},
-}
+# A checkpoint of the tiny recipe at 32 px with patch 8, scored on 4 inputs + 4 test views of 64 px renders.
+TINY = tiny("model.patch_size=8", "model.bf16=false", "render.resolution=64", "render.num_views=8", "train.resolution=32",
+            "train.num_input_views=4", "train.num_target_views=4", "train.steps=10", "train.warmup_steps=0",
+            "cluster.run_name=tiny-eval")
 
 
 @pytest.fixture
@@ -31,8 +27,8 @@ def tiny_checkpoint(tmp_path):
     """A freshly initialized tiny GS-LRM saved like a training checkpoint at step 7; its MLflow store in tmp_path."""
     from zv_ray.model.gslrm import GSLRM
 
-    cfg = RunConfig.model_validate({**TINY, "cluster": {**TINY["cluster"], "storage_path": str(tmp_path / "runs")},
-                                    "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}})
+    cfg = load_config(None, [*TINY, f"cluster.storage_path={tmp_path / 'runs'}",
+                             f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])
     torch.manual_seed(0)
     path = save_checkpoint(tmp_path / "ckpt", model=GSLRM(cfg.model), optimizer=None, step=7, cfg=cfg)
     return path, cfg

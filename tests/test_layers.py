@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
 LAYERS = [
     ["zv_ray.config"],
     ["zv_ray.io", "zv_ray.tracking"],

@@ -204,3 +204,23 @@ def test_the_output_head_runs_in_fp32_under_bf16_autocast(monkeypatch):
     with torch.no_grad():
         model(torch.rand(1, 2, 3, 16, 16), intrinsics, c2w)
     assert seen == {"block": torch.bfloat16, "inp": torch.float32, "out": torch.float32}
+
+
+def test_float64_model_gradients_match_finite_differences():
+    """gradcheck of the whole forward, posed views -> activated Gaussians, in float64: the analytic gradients
+    (w.r.t. the input images and every parameter) agree with central differences. A float64 model must stay
+    float64 end to end for this (the head once cast its input to fp32: 'mixed dtype')."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(patch_size=2, width=8, depth=1, num_heads=2, mlp_ratio=2.0, bf16=False)
+    model = GSLRM(cfg).double()
+    intrinsics, c2w = (t.double() for t in ring(2, 4))
+    images = torch.rand(1, 2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    names = [name for name, _ in model.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_(True) for p in model.parameters())
+
+    def gaussians(images, *params):
+        g = torch.func.functional_call(model, dict(zip(names, params)), (images, intrinsics, c2w))
+        assert g.means.dtype == torch.float64
+        return g.means, g.scales, g.quats, g.opacities, g.colors
+
+    assert torch.autograd.gradcheck(gaussians, (images, *params), eps=1e-6, atol=1e-6, rtol=1e-4)

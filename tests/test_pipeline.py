@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import ray
+from conftest import tiny
 from typer.testing import CliRunner
 
 from actors.render import FAULT_ENV
@@ -21,20 +22,17 @@ from zv_ray.data.schema import SCHEMA
 
 pytestmark = pytest.mark.timeout(180)
 
-TINY = [
+# The tiny recipe streamed (not materialized) by two actors at 32 px, 4-view renders of finer meshes.
+TINY = tiny(
     "zeroverse.mesh_resolution=12",
-    "zeroverse.texture.resolution=32",
     "render.num_views=4",
-    "render.resolution=32",
     "train.resolution=32",
-    "train.num_input_views=2",
-    "train.num_target_views=2",
+    "data.materialize=false",
     "data.num_generator_actors=2",
     "data.samples_per_object=3",
     "train.steps=6",  # x batch 6 = 36 samples: two passes over 6 ids x 3 samples
-    "train.warmup_steps=1",
     "train.batch_size_per_worker=6",
-]
+)
 
 
 @pytest.fixture(scope="module")

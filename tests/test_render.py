@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import tiny
 
 from zv_ray.config import RenderConfig, load_config
 from zv_ray.data.schema import records_to_table, row_to_record
@@ -171,10 +172,7 @@ np.savez(sys.argv[1], a=a["rgba"], b=b["rgba"], c=c["rgba"], ca=a["c2w"], cb=b["
          pa=a["params_json"], pb=b["params_json"])
 """
 
-TINY = [
-    "zeroverse.mesh_resolution=12", "zeroverse.texture.resolution=32", "render.num_views=4", "render.resolution=32",
-    "train.num_input_views=2", "train.num_target_views=2",
-]
+TINY = tiny("zeroverse.mesh_resolution=12", "render.num_views=4")
 
 
 def test_same_id_renders_identical_pixels(tmp_path):

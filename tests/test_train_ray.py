@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import metric_history, tiny
 from mlflow.tracking import MlflowClient
 
 from zv_ray.config import load_config
@@ -13,35 +14,16 @@ from zv_ray.train.trainer import run_training
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.usefixtures("ray_shutdown_after")]
 
-TINY = [
-    "zeroverse.mesh_resolution=8",
-    "zeroverse.texture.resolution=32",
-    "render.num_views=6",
-    "render.resolution=32",
-    "data.num_generator_actors=1",
-    "data.materialize=true",
-    "model.width=32",
-    "model.depth=1",
-    "model.num_heads=2",
-    "loss.perceptual_weight=0",
-    "train.resolution=16",
-    "train.num_input_views=2",
-    "train.num_target_views=2",
-    "train.lr=0.002",
-    "train.warmup_steps=2",
-    "train.log_every=2",
-    "cluster.local_num_cpus=4",
-    "cluster.max_failures=1",
-]
+# A learning rate and warm-up that learn visibly in 30 steps; one restart allowed (the fault drill).
+TINY = tiny("train.lr=0.002", "train.warmup_steps=2", "cluster.local_num_cpus=4", "cluster.max_failures=1")
 
 
 def tiny_config(tmp_path, name: str, *extra: str):
     return load_config(None, [*TINY, f"cluster.storage_path={tmp_path}", f"cluster.run_name={name}", *extra])
 
 
-def metric_history(outcome, key: str) -> list[tuple[int, float]]:
-    client = MlflowClient(outcome.tracking_uri)
-    return sorted((m.step, m.value) for m in client.get_metric_history(outcome.mlflow_run_id, key))
+def history(outcome, key: str) -> list[tuple[int, float]]:
+    return metric_history(outcome.tracking_uri, outcome.mlflow_run_id, key)
 
 
 def test_two_workers_learn_and_log_to_mlflow(tmp_path):
@@ -52,7 +34,7 @@ def test_two_workers_learn_and_log_to_mlflow(tmp_path):
         "train.checkpoint_every=15", "train.image_every=15",
     )
     outcome = run_training(cfg)
-    losses = [v for _, v in metric_history(outcome, "train/loss")]
+    losses = [v for _, v in history(outcome, "train/loss")]
     assert len(losses) == 15
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
 
@@ -81,7 +63,7 @@ def test_resume_continues_step_counter_and_optimizer_state(tmp_path):
     resumed = run_training(tiny_config(tmp_path, "split", *common), resume=True)
 
     assert resumed.mlflow_run_id == first.mlflow_run_id
-    steps = [s for s, _ in metric_history(resumed, "train/loss")]
+    steps = [s for s, _ in history(resumed, "train/loss")]
     assert steps == list(range(2, 13, 2))
     a, b = load_checkpoint(straight.checkpoint), load_checkpoint(resumed.checkpoint)
     assert a["step"] == b["step"] == 12
@@ -101,6 +83,6 @@ def test_worker_fault_restores_from_checkpoint_and_finishes(tmp_path, monkeypatc
     outcome = run_training(cfg)
     assert marker.exists(), "the injected fault never fired"
     assert load_checkpoint(outcome.checkpoint)["step"] == 10
-    steps = [s for s, _ in metric_history(outcome, "train/loss")]
+    steps = [s for s, _ in history(outcome, "train/loss")]
     # Steps 6 (logged before the fault) and 6, 8 again after restoring the step-4 checkpoint.
     assert steps.count(6) == 2 and steps[-1] == 10

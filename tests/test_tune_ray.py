@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import ray
+from conftest import as_dict, tiny
 from mlflow.tracking import MlflowClient
 
 from zv_ray.config import validate_dict
@@ -22,32 +23,20 @@ from zv_ray.tune.sweep import run_sweep
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("ray_shutdown_after")]
 
-TINY = {
-    "zeroverse.mesh_resolution": 8,
-    "zeroverse.texture.resolution": 32,
-    "render.num_views": 6,
-    "render.resolution": 32,
-    "data.num_objects": 12,  # one epoch for 6 steps of 2: every new epoch restarts the stream (seconds)
-    "data.num_val_objects": 2,
-    "data.num_generator_actors": 1,
-    "model.width": 32,
-    "model.depth": 1,
-    "model.num_heads": 2,
-    "loss.perceptual_weight": 0.0,
-    "train.steps": 6,
-    "train.batch_size_per_worker": 2,
-    "train.resolution": 16,
-    "train.num_input_views": 2,
-    "train.num_target_views": 2,
-    "train.lr": 0.002,
-    "train.warmup_steps": 2,
-    "train.log_every": 3,
-    "train.eval_every": 3,
-    "train.checkpoint_every": 3,
-    "train.image_every": 6,
-    "cluster.local_num_cpus": 8,  # two trials at once: 2 x (1 worker + 2 generator actors) + 1
-    "cluster.max_failures": 0,
-}
+TINY = as_dict(tiny(
+    "data.num_objects=12",  # one epoch for 6 steps of 2: every new epoch restarts the stream (seconds)
+    "data.materialize=false",
+    "data.num_val_objects=2",
+    "train.steps=6",
+    "train.lr=0.002",
+    "train.warmup_steps=2",
+    "train.log_every=3",
+    "train.eval_every=3",
+    "train.checkpoint_every=3",
+    "train.image_every=6",
+    "cluster.local_num_cpus=8",  # two trials at once: 2 x (1 worker + 2 generator actors) + 1
+    "cluster.max_failures=0",
+))
 
 
 def tiny_sweep(tmp_path, name: str, space: dict, **kw) -> SweepConfig:

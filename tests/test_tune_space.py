@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import REPO, as_dict, tiny
 
 from zv_ray.config import ConfigError, validate_dict
 from zv_ray.config.sweep import SweepConfig, load_sweep_config
 from zv_ray.tune.space import base_data, param_space, to_tune, trial_config, validate_space
 from zv_ray.tune.sweep import is_diverged, make_scheduler, preflight
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def sweep_of(**kw) -> SweepConfig:
@@ -128,8 +125,9 @@ def test_base_file_and_overrides(tmp_path):
 
 
 def tiny_sweep(**kw) -> SweepConfig:
-    return sweep_of(overrides={"loss.perceptual_weight": 0.0, "train.steps": 8, "train.warmup_steps": 2,
-                               "train.eval_every": 4, "data.num_generator_actors": 1}, **kw)
+    """The tiny recipe, streamed, 8 steps with an evaluation at 4 (the ASHA rungs below)."""
+    return sweep_of(overrides=as_dict(tiny("data.materialize=false", "train.steps=8", "train.warmup_steps=2",
+                                           "train.eval_every=4")), **kw)
 
 
 def test_sweep_demand_counts_every_concurrent_trial():

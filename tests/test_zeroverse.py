@@ -14,6 +14,7 @@ import pytest
 import trimesh
 import yaml
 from PIL import Image
+from conftest import REPO
 
 from zv_ray.config import ConfigError, ZeroverseConfig, load_config
 from zv_ray.config.zeroverse import ALL_PRIMITIVES, TextureConfig
@@ -21,8 +22,6 @@ from zv_ray.zeroverse import ZeroverseObject, generate_object
 from zv_ray.zeroverse import boolean, heightfield, materials, primitives, textures, wireframe
 from zv_ray.zeroverse.atlas import pack
 from zv_ray.zeroverse.parts import displaced, sample_parts
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def small(**overrides) -> ZeroverseConfig:

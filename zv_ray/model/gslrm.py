@@ -86,10 +86,12 @@ class GSLRM(nn.Module):
         p = self.cfg.patch_size
         if h % p or w % p:
             raise ValueError(f"image size {h}x{w} must be a multiple of model.patch_size={p}")
-        # Rays in fp32 even under a caller's autocast: bf16 directions would misplace Gaussians by ~1 px.
+        # Rays in fp32 even under a caller's autocast: bf16 directions would misplace Gaussians by ~1 px. The
+        # poses get no gradient; the images keep theirs (the model is a differentiable function of its views).
         with torch.no_grad(), torch.autocast(device_type=images.device.type, enabled=False):
-            x = torch.cat([images * 2 - 1, plucker_rays(intrinsics, c2w, h, w).to(images.dtype)], dim=2)
+            rays = plucker_rays(intrinsics, c2w, h, w).to(images.dtype)  # [B, V, 6, H, W]
             origins, dirs = ray_directions(intrinsics, c2w, h, w)  # [B, V, H, W, 3]
+        x = torch.cat([images * 2 - 1, rays], dim=2)
         # Patchify: [B, V, 9, H, W] -> [B, V * h/p * w/p, p * p * 9] with (row, column, channel) inside a patch.
         x = x.reshape(b, v, 9, h // p, p, w // p, p).permute(0, 1, 3, 5, 4, 6, 2).reshape(b, -1, p * p * 9)
 
@@ -100,9 +102,10 @@ class GSLRM(nn.Module):
                     x = checkpoint(block, x, use_reentrant=False)
                 else:
                     x = block(x)
-        # Head in fp32: bf16 depth quantizes to 0.2-0.5 px of reprojection jitter at 256-512 px.
+        # Head in its parameters' dtype, outside autocast: fp32 for a bf16-trunk run (bf16 depth quantizes to
+        # 0.2-0.5 px of reprojection jitter at 256-512 px), and float64 for a float64 model (gradient checks).
         with torch.autocast(device_type=images.device.type, enabled=False):
-            raw = self.head(self.ln_out(x.float()))  # [B, tokens, p * p * 12]
+            raw = self.head(self.ln_out(x.to(self.head.weight.dtype)))  # [B, tokens, p * p * 12]
 
         # Unpatchify to one parameter vector per input pixel, in (view, row, column) order.
         raw = raw.reshape(b, v, h // p, w // p, p, p, GAUSSIAN_CHANNELS).permute(0, 1, 2, 4, 3, 5, 6)
