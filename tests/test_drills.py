@@ -26,7 +26,9 @@ from zv_ray.train.trainer import run_training
 pytestmark = [pytest.mark.timeout(900), pytest.mark.usefixtures("ray_shutdown_after")]
 
 # Every step logged (the drills watch the step count), no held-out objects, one restart allowed.
-TINY = tiny("train.log_every=1", "data.num_val_objects=0", "cluster.local_num_cpus=4", "cluster.max_failures=1")
+# The exactly-once checks read each worker's consumed ids (train.audit_consumed_ids).
+TINY = tiny("train.log_every=1", "data.num_val_objects=0", "cluster.local_num_cpus=4", "cluster.max_failures=1",
+            "train.audit_consumed_ids=true")
 
 
 def ray_processes(title: str) -> list[psutil.Process]:
