@@ -58,7 +58,7 @@ def main() -> None:
     from zv_ray.cluster.resources import InsufficientResources
     from zv_ray.config import ConfigError
     from zv_ray.data.parquet import CorruptShardError
-    from zv_ray.eval.camera_file import CameraFileError
+    from zv_ray.data.camera_file import CameraFileError
     from zv_ray.io.storage import StorageError
     from zv_ray.losses.perceptual import PerceptualWeightsMissing
     from zv_ray.splat.backend import RasterizerUnavailable
