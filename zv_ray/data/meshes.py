@@ -102,10 +102,10 @@ def load_textured(mesh_path: str, extent: float) -> trimesh.Scene:
     return scene
 
 
-def mesh_entries(root: str) -> list[str]:
-    """The files and folders directly inside `root` that `meshes_under` expands, checked to hold at least one mesh:
-    FileNotFoundError before any cluster work otherwise. Only the top level is listed here; the folders are
-    listed one by one where the meshes are rendered, so a huge tree is never listed in one call."""
+def mesh_entries(root: str) -> tuple[list[str], list[str]]:
+    """(mesh files, folders) directly inside `root`, checked to hold at least one mesh between them:
+    FileNotFoundError before any cluster work otherwise. Only the top level is listed here; each folder is listed
+    on its own (meshes_under) where the meshes are rendered, so a huge tree is never listed in one call."""
     if not storage.is_dir(root):
         raise FileNotFoundError(f"--meshes {root} is not a folder; give a folder of {'/'.join(MESH_SUFFIXES)} meshes")
     files, folders = storage.list_files(root, MESH_SUFFIXES), storage.list_folders(root)
@@ -114,11 +114,9 @@ def mesh_entries(root: str) -> list[str]:
             f"no meshes under {root}: expected {', '.join(MESH_SUFFIXES)} files (an .obj with its .mtl and texture), "
             "in sub-folders or loose"
         )
-    return files + folders
+    return files, folders
 
 
-def meshes_under(entry: str) -> list[str]:
-    """An entry of the top folder: itself when it is a mesh file, else every mesh file below it, sorted."""
-    if entry.lower().endswith(MESH_SUFFIXES) and storage.is_file(entry):
-        return [entry]
-    return storage.list_files(entry, MESH_SUFFIXES, recursive=True)
+def meshes_under(folder: str) -> list[str]:
+    """Every mesh file below `folder`, at any depth, sorted."""
+    return storage.list_files(folder, MESH_SUFFIXES, recursive=True)
