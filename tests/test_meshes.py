@@ -148,6 +148,8 @@ def test_zeroverse_rows_say_so_and_version_1_shards_still_read(tmp_path):
     assert record["source"] == ZEROVERSE_SOURCE
     table = records_to_table([record], "png")
     assert table["source"].to_pylist() == [ZEROVERSE_SOURCE]
+    written = _write_batch(table, str(tmp_path / "new")).to_pylist()[0]  # the writer takes it without a SKIPPED column
+    assert written["object_ids"] == [5] and written["skipped"] == []
     # A dataset written before `source` existed: schema version 1, no such column.
     old = table.drop_columns(["source"]).cast(SCHEMA_V1)
     pq.write_table(old, tmp_path / "shard-000000000005.parquet")

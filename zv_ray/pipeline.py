@@ -177,9 +177,10 @@ def decode_samples(table: pa.Table, config: dict[str, Any], view_pass: int,
 def _write_batch(table: pa.Table, out_dir: str) -> pa.Table:
     """One shard per batch, its skipped inputs left out; returns what it wrote and skipped (_WRITTEN), so the
     driver can count and check ids."""
-    reasons = table[SKIPPED] if SKIPPED in table.column_names else pa.nulls(table.num_rows, pa.string())
-    rendered = table.filter(pc.is_null(reasons)).select(SCHEMA.names)
-    skipped = table.filter(pc.is_valid(reasons))
+    if SKIPPED not in table.column_names:  # Zeroverse objects are never skipped
+        table = table.append_column(SKIPPED, pa.nulls(table.num_rows, pa.string()))
+    rendered = table.filter(pc.is_null(table[SKIPPED])).select(SCHEMA.names)
+    skipped = table.filter(pc.is_valid(table[SKIPPED]))
     path = write_shard(rendered, out_dir) if rendered.num_rows else None
     return pa.table(
         {
