@@ -4,6 +4,6 @@ A top-level package so it imports the same way from an installed wheel and under
 `ray job submit --working-dir .` (where the working directory is on every worker's path).
 """
 
-from actors.render import ZeroverseRenderActor
+from actors.render import MeshRenderActor, ZeroverseRenderActor
 
-__all__ = ["ZeroverseRenderActor"]
+__all__ = ["MeshRenderActor", "ZeroverseRenderActor"]

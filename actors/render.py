@@ -1,4 +1,4 @@
-"""Generate + render Zeroverse objects inside Ray Data `map_batches` (one GL context per actor).
+"""Generate + render Zeroverse objects, or render real meshes, inside Ray Data `map_batches` (one GL context per actor).
 
 Failure drill: `touch /tmp/arm && ZV_RAY_RENDER_FAULT_ARMED=/tmp/arm zv-ray dataset --n 8 --out DIR`;
 the first actor call that finds the file deletes it and kills its process, so Ray must restart the
@@ -14,8 +14,9 @@ import numpy as np
 import pyarrow as pa
 
 from zv_ray.config import RunConfig
+from zv_ray.data.meshes import UnusableMesh, load_textured
 from zv_ray.data.schema import records_to_table
-from zv_ray.data.records import SAMPLE_COLUMNS, render_object, render_samples
+from zv_ray.data.records import SAMPLE_COLUMNS, render_mesh, render_object, render_samples, skipped_record
 from zv_ray.render.renderer import Renderer
 
 FAULT_ENV = "ZV_RAY_RENDER_FAULT_ARMED"
@@ -70,3 +71,30 @@ class ZeroverseRenderActor:
         if self.output == "record":
             return records_to_table(records, self.cfg.data.image_format, self.cfg.data.png_compress_level)
         return {k: np.concatenate([r[k] for r in records]) for k in SAMPLE_COLUMNS}
+
+
+class MeshRenderActor:
+    """Batch {"path": [B] mesh files, "source": [B] their source names} -> a pyarrow table in the dataset schema,
+    every render.num_views view at render.resolution, plus the SKIPPED column: why a mesh that cannot be loaded,
+    is empty or has no texture was skipped (the run goes on); a failure to render a loaded mesh fails the run."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.cfg = RunConfig.model_validate(config)
+        self.renderer = Renderer.from_config(self.cfg.render)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        _fault_drill()
+        records, skipped = [], []
+        for path, source in zip(batch["path"], batch["source"]):
+            try:
+                scene = load_textured(str(path), self.cfg.zeroverse.normalized_extent)
+            except UnusableMesh as err:
+                records.append(skipped_record(self.cfg.seed, str(source)))
+                skipped.append(str(err))
+                continue
+            try:
+                records.append(render_mesh(self.cfg.seed, str(source), scene, self.cfg, self.renderer))
+            except Exception as err:
+                raise RuntimeError(f"mesh {path} loaded but failed to render: {err}") from err
+            skipped.append(None)
+        return records_to_table(records, self.cfg.data.image_format, self.cfg.data.png_compress_level, skipped)

@@ -39,7 +39,7 @@ def test_shard_round_trip_is_lossless(tmp_path, image_format):
     assert path.name == "shard-000000000003.parquet"
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left behind
     assert pq.read_schema(path).equals(SCHEMA, check_metadata=False)
-    assert pq.read_schema(path).metadata[b"zv_ray.schema_version"] == b"1"
+    assert pq.read_schema(path).metadata[b"zv_ray.schema_version"] == b"2"
     table = pq.read_table(path)
     assert table.column("image_format").to_pylist() == [image_format] * 3
     assert table.column("num_views").to_pylist() == [3, 3, 3]

@@ -8,7 +8,8 @@ import trimesh
 from conftest import GSO_DIR
 
 from zv_ray.config import RunConfig
-from zv_ray.eval.gso import find_objects, is_textured, load_object, normalize_scene, object_name
+from zv_ray.data.meshes import is_textured, load_object, normalize_scene
+from zv_ray.eval.gso import find_objects, object_name
 from zv_ray.eval.protocol import EvalProtocol, heldout_cameras, input_cameras, protocol_cameras
 from zv_ray.render.cameras import project
 

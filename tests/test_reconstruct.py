@@ -11,9 +11,8 @@ import pytest
 from conftest import GSO_DIR
 from test_eval_run import _invoke, tiny_checkpoint  # noqa: F401 - the fixture is used by name
 
-from zv_ray.eval.camera_file import CameraFileError, frames_for_images, read_camera_file
+from zv_ray.data.camera_file import CameraFileError, frames_for_images, read_camera_file, read_image
 from zv_ray.eval.protocol import EvalProtocol, input_cameras
-from zv_ray.eval.reconstruct import read_image
 from zv_ray.render.cameras import c2w_to_w2c
 
 K, C2W = input_cameras(EvalProtocol(), 64)  # [4, 4], [4, 4, 4]
@@ -86,7 +85,7 @@ def posed_views(tmp_path):
     """Four input-protocol renders of a real object as RGBA PNGs plus their camera file."""
     if not GSO_DIR.is_dir():
         pytest.skip(f"shared GSO objects not found at {GSO_DIR}")
-    from zv_ray.eval.gso import load_object
+    from zv_ray.data.meshes import load_object
     from zv_ray.render.renderer import Renderer
 
     with Renderer(64) as renderer:

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from zv_ray.config import load_config
 from zv_ray.eval.evaluate import image_scores
-from zv_ray.eval.gso import find_objects, load_object
+from zv_ray.data.meshes import load_object
+from zv_ray.eval.gso import find_objects
 from zv_ray.eval.loading import load_model
 from zv_ray.eval.protocol import EvalProtocol
 from zv_ray.export.ply import load_ply, save_ply

@@ -1,7 +1,8 @@
 """The `zv-ray` command line: the top layer. Each command is a module here (zv_ray/cli/<command>.py) over the library.
 
     zv-ray generate --n 16 --out outputs/objects
-    zv-ray dataset --n 1000 --out outputs/dataset
+    zv-ray dataset --n 1000 --out outputs/dataset   |   --meshes DIR   |   --rendered DIR
+    zv-ray export outputs/dataset --out outputs/dataset_folders
     zv-ray train configs/tiny.yaml
     zv-ray sweep configs/sweeps/augmentation_tiny.yaml
     zv-ray eval --checkpoint CKPT --objects ../shared/eval/gso
@@ -24,6 +25,10 @@ app.command("generate")(generate)
 from zv_ray.cli.dataset import dataset  # noqa: E402
 
 app.command("dataset")(dataset)
+
+from zv_ray.cli.export import export  # noqa: E402
+
+app.command("export")(export)
 
 from zv_ray.cli.train import train  # noqa: E402
 
@@ -57,14 +62,15 @@ def main() -> None:
     from zv_ray.cluster.doctor import DoctorFailed
     from zv_ray.cluster.resources import InsufficientResources
     from zv_ray.config import ConfigError
-    from zv_ray.data.parquet import CorruptShardError
-    from zv_ray.eval.camera_file import CameraFileError
+    from zv_ray.data.camera_file import CameraFileError
+    from zv_ray.data.parquet import CorruptShardError, NothingRendered
     from zv_ray.io.storage import StorageError
     from zv_ray.losses.perceptual import PerceptualWeightsMissing
     from zv_ray.splat.backend import RasterizerUnavailable
 
     user_errors = (ConfigError, CorruptShardError, CameraFileError, PerceptualWeightsMissing, DoctorFailed, StorageError,
-                   RasterizerUnavailable, InsufficientResources, FileExistsError, FileNotFoundError, LookupError)
+                   RasterizerUnavailable, InsufficientResources, NothingRendered, FileExistsError, FileNotFoundError,
+                   LookupError)
     try:
         app()
     except user_errors as err:

@@ -113,11 +113,14 @@ def training_phases(cfg: RunConfig) -> list[list[Group]]:
     return [[generators], [workers]] if cfg.data.materialize else [[workers, generators]]
 
 
-def dataset_phases(cfg: RunConfig) -> list[list[Group]]:
-    """`zv-ray dataset`: the generator actors plus one shard writer task (pipeline._WRITER_NUM_CPUS)."""
-    from zv_ray.pipeline import WRITER_NUM_CPUS
+def dataset_phases(cfg: RunConfig, listing: bool = False) -> list[list[Group]]:
+    """`zv-ray dataset`: the generator actors (or import tasks, sized alike) plus one shard writer task
+    (pipeline.IO_NUM_CPUS), and one mesh listing task for `--meshes` (`listing`)."""
+    from zv_ray.pipeline import IO_NUM_CPUS
 
-    return [[generator_group(cfg, "record"), Group("shard writer tasks", 1, {"CPU": WRITER_NUM_CPUS}, "")]]
+    tasks = [Group("shard writer tasks", 1, {"CPU": IO_NUM_CPUS}, "")]
+    tasks += [Group("mesh listing tasks", 1, {"CPU": IO_NUM_CPUS}, "")] if listing else []
+    return [[generator_group(cfg, "record"), *tasks]]
 
 
 def sweep_phases(sweep: SweepConfig, configs: list[RunConfig]) -> list[list[Group]]:

@@ -26,6 +26,10 @@ class CorruptShardError(ValueError):
     """A shard that is unreadable, has the wrong schema, or holds a row that does not decode."""
 
 
+class NothingRendered(RuntimeError):
+    """A dataset that would hold no object: every input of `zv-ray dataset --meshes` / `--rendered` was skipped."""
+
+
 def shard_name(table: pa.Table) -> str:
     """Named by the smallest object id it holds: unique, since every id is in exactly one shard."""
     first = pc.min(table["object_id"]).as_py()
@@ -76,7 +80,7 @@ def open_shard(path: str) -> pq.ParquetFile:
             f"{path}: not a readable Parquet file ({err}); it is truncated or damaged: delete it and regenerate, "
             "or set data.on_corrupt=skip"
         ) from None
-    if (diff := schema_mismatch(shard.schema_arrow)) is not None:
+    if (diff := schema_mismatch(shard.schema_arrow, readable=True)) is not None:
         raise CorruptShardError(f"{path}: schema differs from the zv-ray dataset schema: {diff}")
     return shard
 

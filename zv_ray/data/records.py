@@ -1,4 +1,9 @@
-"""One object id -> its posed views: a full multi-view record (datasets), or training samples (the stream)."""
+"""One object id -> its posed views: a full multi-view record (datasets), or training samples (the stream).
+
+Zeroverse objects are ids 0, 1, ... of the generator. A real object (a mesh, an imported render folder) gets the id
+`source_id(source)`: 2^62 plus 62 bits of the SHA-256 of its source name ("mesh:<path relative to --meshes>"), so
+it is stable however the folder is listed or split and whatever else it holds, and never a Zeroverse id.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,10 @@ import json
 from typing import Any
 
 import numpy as np
+import trimesh
 
 from zv_ray.config import RenderConfig, RunConfig
+from zv_ray.data.schema import ZEROVERSE_SOURCE
 from zv_ray.render.cameras import cameras_for
 from zv_ray.render.exposure import normalize_exposure
 from zv_ray.render.renderer import Renderer
@@ -21,12 +28,26 @@ CAMERA_STAGE = "cameras"
 VIEWS_STAGE = "views"
 # A training sample's columns, as Ray Train's iter_torch_batches consumes them (online and Parquet streams alike).
 SAMPLE_COLUMNS = ("object_id", "rgb", "intrinsics", "c2w")
+MESH_SOURCE, RENDERED_SOURCE = "mesh:", "rendered:"
+# Real objects' ids start here; Zeroverse ids (validation ones included) stay far below.
+_REAL_ID_BASE = 2**62
 
 
-def pixels_config_hash(cfg: RunConfig) -> str:
-    """Short hash of the settings that decide an object's pixels: generator and render configs."""
-    settings = {"zeroverse": cfg.zeroverse.model_dump(mode="json"), "render": cfg.render.model_dump(mode="json")}
-    blob = json.dumps(settings, sort_keys=True)
+def source_id(source: str) -> int:
+    """The stable id of a real object named `source` (see the module docstring)."""
+    return _REAL_ID_BASE + int.from_bytes(hashlib.sha256(source.encode()).digest()[:8], "big") % _REAL_ID_BASE
+
+
+def source_name(kind: str, root: str, path: str) -> str:
+    """A real object's source: its kind (MESH_SOURCE, RENDERED_SOURCE) and its path relative to the input folder."""
+    return kind + path[len(root.rstrip("/")) + 1:]
+
+
+def pixels_config_hash(cfg: RunConfig, generated: bool = True) -> str:
+    """Short hash of the settings that decide an object's pixels: render config, and the generator config
+    (`generated`) or, for a real mesh, the extent it is normalized to."""
+    shape = cfg.zeroverse.model_dump(mode="json") if generated else {"normalized_extent": cfg.zeroverse.normalized_extent}
+    blob = json.dumps({"zeroverse": shape, "render": cfg.render.model_dump(mode="json")}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -38,19 +59,41 @@ def object_cameras(seed: int, object_id: int, cfg: RenderConfig) -> tuple[np.nda
 def render_object(seed: int, object_id: int, cfg: RunConfig, renderer: Renderer) -> dict[str, Any]:
     """Pure in (seed, object_id, cfg): the same id gives the same object, cameras and pixels.
 
-    Returns object_id, seed, config_hash, params_json, rgba [V, H, W, 4] uint8 (RGB on white + alpha),
-    intrinsics [V, 4] float32, c2w [V, 4, 4] float32 (OpenCV camera-to-world)."""
+    Returns object_id, source ("zeroverse"), seed, config_hash, params_json, rgba [V, H, W, 4] uint8 (RGB on
+    white + alpha), intrinsics [V, 4] float32, c2w [V, 4, 4] float32 (OpenCV camera-to-world)."""
+    obj = generate_object(seed, object_id, cfg.zeroverse)
+    return _render_record(seed, object_id, obj.scene, cfg, renderer) | {
+        "source": ZEROVERSE_SOURCE, "config_hash": pixels_config_hash(cfg), "params_json": json.dumps(obj.params, sort_keys=True),
+    }
+
+
+def render_mesh(seed: int, source: str, scene: trimesh.Scene, cfg: RunConfig, renderer: Renderer) -> dict[str, Any]:
+    """render_object for a real mesh, already normalized (zv_ray.data.meshes.load_textured): the same cameras
+    and rendering as a Zeroverse object of its id (source_id(source))."""
+    object_id = source_id(source)
+    return _render_record(seed, object_id, scene, cfg, renderer) | {
+        "source": source, "config_hash": pixels_config_hash(cfg, generated=False),
+        "params_json": json.dumps({"faces": sum(len(g.faces) for g in scene.geometry.values())}),
+    }
+
+
+def skipped_record(seed: int, source: str) -> dict[str, Any]:
+    """The record of an input that could not be used: no views (it travels to the shard writer, which drops it)."""
+    return {"object_id": np.int64(source_id(source)), "source": source, "seed": np.int64(seed), "config_hash": "",
+            "params_json": "{}", "rgba": np.zeros((0, 0, 0, 4), np.uint8), "intrinsics": np.zeros((0, 4), np.float32),
+            "c2w": np.zeros((0, 4, 4), np.float32)}
+
+
+def _render_record(seed: int, object_id: int, scene: trimesh.Scene, cfg: RunConfig, renderer: Renderer) -> dict[str, Any]:
+    """Every camera of the object's pool at render.resolution: object_id, seed, rgba, intrinsics, c2w."""
     if renderer.resolution != cfg.render.resolution:
         raise ValueError(f"renderer is {renderer.resolution} px but render.resolution is {cfg.render.resolution}")
-    obj = generate_object(seed, object_id, cfg.zeroverse)
     intrinsics, c2w = object_cameras(seed, object_id, cfg.render)
-    views = renderer.render(obj.scene, intrinsics, c2w)
+    views = renderer.render(scene, intrinsics, c2w)
     rgb = normalize_exposure(views.rgb, views.alpha) if cfg.render.exposure_normalize else views.rgb
     return {
         "object_id": np.int64(object_id),
         "seed": np.int64(seed),
-        "config_hash": pixels_config_hash(cfg),
-        "params_json": json.dumps(obj.params, sort_keys=True),
         "rgba": np.concatenate([rgb, views.alpha[..., None]], axis=-1),
         "intrinsics": intrinsics,
         "c2w": c2w,

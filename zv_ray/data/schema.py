@@ -2,6 +2,8 @@
 
 One row per object; see docs/data.md. A record (what render_object returns) holds numpy arrays:
 rgba [V, H, W, 4] uint8, intrinsics [V, 4] float32, c2w [V, 4, 4] float32 (OpenCV camera-to-world).
+
+Version 2 added `source`. Version 1 shards (written before it) still read: their rows are Zeroverse objects.
 """
 
 from __future__ import annotations
@@ -14,11 +16,15 @@ import pyarrow as pa
 from PIL import Image
 
 ImageFormat = Literal["png", "raw"]
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+# The `source` of a generated object; real ones are "mesh:<path>" or "rendered:<folder>" (zv_ray.data.records).
+ZEROVERSE_SOURCE = "zeroverse"
 
 SCHEMA = pa.schema(
     [
         pa.field("object_id", pa.int64(), nullable=False),
+        # Where the object comes from: "zeroverse", "mesh:<file relative to --meshes>" or "rendered:<folder>".
+        pa.field("source", pa.string(), nullable=False),
         pa.field("seed", pa.int64(), nullable=False),
         # Hash of the generator + render settings that decide the pixels.
         pa.field("config_hash", pa.string(), nullable=False),
@@ -38,6 +44,11 @@ SCHEMA = pa.schema(
     ],
     metadata={"zv_ray.schema_version": SCHEMA_VERSION},
 )
+# Version 1: every column but `source`.
+SCHEMA_V1 = SCHEMA.remove(SCHEMA.get_field_index("source")).with_metadata({"zv_ray.schema_version": "1"})
+# Beside the schema's columns in a render or import batch: why an input was skipped, null for a row that rendered.
+# A skipped input travels as a row without views, so every batch has one schema; the shard writer drops it.
+SKIPPED = "skipped"
 
 
 class RecordError(ValueError):
@@ -71,8 +82,10 @@ def decode_view(data: bytes, image_format: str, height: int, width: int) -> np.n
     return arr
 
 
-def records_to_table(records: list[dict[str, Any]], image_format: ImageFormat, png_level: int = 1) -> pa.Table:
-    """render_object records -> a table with SCHEMA (images encoded here)."""
+def records_to_table(records: list[dict[str, Any]], image_format: ImageFormat, png_level: int = 1,
+                     skipped: list[str | None] | None = None) -> pa.Table:
+    """render_object records -> a table with SCHEMA (images encoded here), plus the SKIPPED column when given
+    (one reason or None per record). A record without "source" is a Zeroverse object."""
     rows = []
     for rec in records:
         rgba = rec["rgba"]
@@ -80,6 +93,7 @@ def records_to_table(records: list[dict[str, Any]], image_format: ImageFormat, p
         rows.append(
             {
                 "object_id": int(rec["object_id"]),
+                "source": rec.get("source", ZEROVERSE_SOURCE),
                 "seed": int(rec["seed"]),
                 "config_hash": rec["config_hash"],
                 "params_json": rec["params_json"],
@@ -92,7 +106,8 @@ def records_to_table(records: list[dict[str, Any]], image_format: ImageFormat, p
                 "c2w": np.asarray(rec["c2w"], dtype=np.float32).reshape(views, 16).tolist(),
             }
         )
-    return pa.Table.from_pylist(rows, schema=SCHEMA)
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    return table if skipped is None else table.append_column(SKIPPED, pa.array(skipped, pa.string()))
 
 
 def row_to_record(row: dict[str, Any]) -> dict[str, Any]:
@@ -104,6 +119,7 @@ def row_to_record(row: dict[str, Any]) -> dict[str, Any]:
     rgba = np.stack([decode_view(v, row["image_format"], height, width) for v in row["views"]])
     return {
         "object_id": row["object_id"],
+        "source": row.get("source", ZEROVERSE_SOURCE),  # version 1 rows are all Zeroverse
         "seed": row["seed"],
         "config_hash": row["config_hash"],
         "params_json": row["params_json"],
@@ -113,9 +129,10 @@ def row_to_record(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def schema_mismatch(schema: pa.Schema) -> str | None:
-    """None when `schema` has SCHEMA's fields and types (metadata aside), else what differs."""
-    if schema.equals(SCHEMA, check_metadata=False):
+def schema_mismatch(schema: pa.Schema, readable: bool = False) -> str | None:
+    """None when `schema` has SCHEMA's fields and types (metadata aside), else what differs. `readable`: version 1
+    (SCHEMA_V1, no `source`) is accepted too, for readers."""
+    if schema.equals(SCHEMA, check_metadata=False) or (readable and schema.equals(SCHEMA_V1, check_metadata=False)):
         return None
     want = {f.name: f.type for f in SCHEMA}
     got = {f.name: f.type for f in schema}

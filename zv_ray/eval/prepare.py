@@ -15,7 +15,8 @@ from pathlib import Path
 import trimesh
 
 from zv_ray.config import RunConfig
-from zv_ray.eval.gso import UpAxis, find_objects, load_object, object_name
+from zv_ray.data.meshes import UpAxis, load_object
+from zv_ray.eval.gso import find_objects, object_name
 from zv_ray.eval.protocol import EvalProtocol, protocol_cameras
 from zv_ray.render.exposure import normalize_exposure
 from zv_ray.render.renderer import Renderer

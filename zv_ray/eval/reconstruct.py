@@ -4,7 +4,7 @@
 
 Images: as many as the model's train.num_input_views, one square size, the object centred at the world
 origin on a white (or transparent: composited on white) background, cameras in the camera-file
-convention (zv_ray/eval/camera_file.py, docs/evaluation.md).
+convention (zv_ray/data/camera_file.py, docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -13,35 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from zv_ray.eval.camera_file import frames_for_images, read_camera_file
+from zv_ray.data.camera_file import frames_for_images, read_camera_file, read_image
 from zv_ray.inference.views import PosedViews, object_views
-
-
-def read_image(path: Path) -> np.ndarray:
-    """Any 8/16-bit grey, RGB or RGBA image -> [H, W, 4] uint8 with RGB composited on white."""
-    import imageio.v3 as iio
-
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        img = np.asarray(iio.imread(path))
-    except Exception as err:  # noqa: BLE001 - any decoder failure means an unreadable image
-        raise ValueError(f"cannot read image {path}: {err}") from err
-    if img.dtype == np.uint16:
-        img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
-    elif img.dtype != np.uint8:
-        raise ValueError(f"{path}: unsupported pixel type {img.dtype} (use 8- or 16-bit PNG/JPEG)")
-    if img.ndim == 2:
-        img = img[..., None]
-    channels = img.shape[-1]
-    if img.ndim != 3 or channels not in (1, 2, 3, 4):
-        raise ValueError(f"{path}: expected a grey, RGB or RGBA image, got shape {img.shape}")
-    color = np.repeat(img[..., :1], 3, axis=-1) if channels < 3 else img[..., :3]
-    if channels in (2, 4):
-        alpha = img[..., -1:].astype(np.float32) / 255.0
-        color = (color * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
-        return np.concatenate([color, img[..., -1:]], axis=-1)
-    return np.concatenate([color, np.full(img.shape[:2] + (1,), 255, np.uint8)], axis=-1)
 
 
 def load_posed_views(images: list[Path], cameras: Path, num_views: int, resolution: int) -> PosedViews:

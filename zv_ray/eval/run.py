@@ -19,7 +19,7 @@ from rich.console import Console
 
 from zv_ray.config.base import config_hash
 from zv_ray.eval.evaluate import eval_mode, evaluate_object, load_lpips_or_reason, summarize
-from zv_ray.eval.gso import UpAxis
+from zv_ray.data.meshes import UpAxis
 from zv_ray.eval.loading import LoadedModel
 from zv_ray.eval.prepare import EvalObject, iter_real_objects, iter_zeroverse_objects
 from zv_ray.eval.protocol import EvalProtocol, heldout_cameras

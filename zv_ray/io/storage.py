@@ -83,21 +83,33 @@ def size(path: str | Path) -> int:
     return int(_info(path).size or 0)
 
 
-def list_files(path: str | Path, suffix: str = "", recursive: bool = False) -> list[str]:
-    """Files under a folder whose names end with `suffix` (hidden temp files excluded), as full paths, sorted."""
+def _list(path: str | Path, kind: pafs.FileType, suffixes: tuple[str, ...], recursive: bool) -> list[str]:
+    """Entries of one kind under a folder whose names end with one of `suffixes` (case-insensitive), hidden
+    names excluded, as full paths, sorted."""
     fs, inner = filesystem(path)
     try:
         infos = fs.get_file_info(pafs.FileSelector(inner, recursive=recursive, allow_not_found=True))
     except OSError as err:
         raise StorageError(f"{path}: cannot list ({err})") from None
-    prefix = str(path).rstrip("/")
+    prefix, suffixes = str(path).rstrip("/"), tuple(s.lower() for s in suffixes)
     found = []
     for info in infos:
-        if info.type != pafs.FileType.File or not info.base_name.endswith(suffix) or info.base_name.startswith("."):
+        if info.type != kind or not info.base_name.lower().endswith(suffixes) or info.base_name.startswith("."):
             continue
         rel = info.path[len(inner.rstrip("/")) + 1 :]
         found.append(join(prefix, rel))
     return sorted(found)
+
+
+def list_files(path: str | Path, suffix: str | tuple[str, ...] = "", recursive: bool = False) -> list[str]:
+    """Files under a folder whose names end with `suffix` (or one of several; case-insensitive), hidden temp files
+    excluded, as full paths, sorted."""
+    return _list(path, pafs.FileType.File, (suffix,) if isinstance(suffix, str) else suffix, recursive)
+
+
+def list_folders(path: str | Path) -> list[str]:
+    """The folders directly inside a folder (hidden ones excluded), as full paths, sorted."""
+    return _list(path, pafs.FileType.Directory, ("",), recursive=False)
 
 
 def read_bytes(path: str | Path) -> bytes:

@@ -14,9 +14,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from zv_ray.config import ZeroverseConfig, validate_dict
+from zv_ray.data.meshes import UpAxis, load_object
 from zv_ray.data.parquet import open_shard, shard_paths
 from zv_ray.data.schema import RecordError, row_to_record
-from zv_ray.eval.gso import UpAxis, find_objects, load_object, object_name
+from zv_ray.eval.gso import find_objects, object_name
 from zv_ray.export.ply import load_ply
 from zv_ray.inference.views import object_views
 from zv_ray.view.items import Item

@@ -1,4 +1,4 @@
-"""The camera file for `zv-ray reconstruct`: posed views in the project's OpenCV convention.
+"""Posed images as files: the camera file (`zv-ray reconstruct`, `zv-ray dataset --rendered`) and the image reader.
 
     {"frames": [{"file": "front.png", "fx": 549.0, "fy": 549.0, "cx": 256.0, "cy": 256.0,
                  "w": 512, "h": 512, "c2w": [[r00, r01, r02, tx], [.., .., .., ty], [.., .., .., tz], [0, 0, 0, 1]]}]}
@@ -6,7 +6,7 @@
 OpenCV cameras (x right, y down, z forward), camera-to-world poses, pixel intrinsics with pixel
 centres at +0.5, world +Z up, object centred at the origin. The official opencv_cameras.json of
 Zeroverse / GS-LRM (frames with "file_path" and world-to-camera "w2c") is read as well. "w"/"h"
-are optional; when given they must match the image.
+are optional; when given they must match the image. Files are read through the storage layer (local, s3://).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from zv_ray.io import storage
 from zv_ray.render.cameras import w2c_to_c2w
 
 _ROTATION_TOL = 1e-3
@@ -83,11 +84,10 @@ def _frame(frame: Any, where: str) -> CameraFrame:
 
 
 def read_camera_file(path: str | Path) -> list[CameraFrame]:
-    path = Path(path)
-    if not path.is_file():
+    if not storage.is_file(path):
         raise CameraFileError(f"camera file not found: {path}")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(storage.read_bytes(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CameraFileError(f"{path}: not valid JSON ({err})") from None
     frames = data.get("frames") if isinstance(data, dict) else None
@@ -112,3 +112,30 @@ def frames_for_images(frames: list[CameraFrame], images: list[Path], camera_path
             "image in the same order, or name each frame's image in 'file'"
         )
     return frames
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Any 8/16-bit grey, RGB or RGBA image -> [H, W, 4] uint8 with RGB composited on white (alpha 255 without one)."""
+    import imageio.v3 as iio
+
+    if not storage.is_file(path):
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        img = np.asarray(iio.imread(storage.read_bytes(path)))
+    except Exception as err:  # noqa: BLE001 - any decoder failure means an unreadable image
+        raise ValueError(f"cannot read image {path}: {err}") from err
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ValueError(f"{path}: unsupported pixel type {img.dtype} (use 8- or 16-bit PNG/JPEG)")
+    if img.ndim == 2:
+        img = img[..., None]
+    channels = img.shape[-1]
+    if img.ndim != 3 or channels not in (1, 2, 3, 4):
+        raise ValueError(f"{path}: expected a grey, RGB or RGBA image, got shape {img.shape}")
+    color = np.repeat(img[..., :1], 3, axis=-1) if channels < 3 else img[..., :3]
+    if channels in (2, 4):
+        alpha = img[..., -1:].astype(np.float32) / 255.0
+        color = (color * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
+        return np.concatenate([color, img[..., -1:]], axis=-1)
+    return np.concatenate([color, np.full(img.shape[:2] + (1,), 255, np.uint8)], axis=-1)
