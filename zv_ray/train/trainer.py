@@ -89,7 +89,8 @@ def build_trainer(
     run_name: str | None = None,
     storage_path: str | None = None,
 ):
-    """A TorchTrainer fed by the object stream; `callbacks` lets a Tune trial attach TuneReportCallback."""
+    """A TorchTrainer fed by the object stream; `callbacks` (Ray Train UserCallbacks, run on its controller) bring
+    its reports to the console's progress display or, in a Tune trial, to Tune (TuneReportCallback)."""
     import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -164,8 +165,9 @@ def run_training(cfg: RunConfig, *, resume: bool = False, console=None) -> Train
 
             total = min(cfg.train.steps, cfg.train.stop_after or cfg.train.steps)
             # Around build_trainer too: a materialized set renders there, and may wait for resources as well.
-            with TrainingProgress(tracking_uri, run_id, total, console, waiting=pending_demand):
-                result = build_trainer(cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id).fit()
+            with TrainingProgress(total, console, waiting=pending_demand) as progress:
+                callbacks = [progress.relay()]
+                result = build_trainer(cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id, callbacks=callbacks).fit()
     finish_run(tracking_uri, run_id, status="FINISHED")
     ply = storage.join(run_dir, "gaussians.ply")
     return TrainingOutcome(
