@@ -74,8 +74,8 @@ def fed_trainer(cfg: RunConfig, trainer: Path, overrides: list[str]) -> RunConfi
 
 def data_wait(cfg: RunConfig, trainer: Path, actors: int, steps: int, overrides: list[str], root: Path) -> dict[str, float]:
     import ray
-    from mlflow.tracking import MlflowClient
 
+    from zv_ray.tracking import run_metrics
     from zv_ray.train.trainer import run_training
 
     fed = fed_trainer(cfg, trainer, overrides)
@@ -88,7 +88,7 @@ def data_wait(cfg: RunConfig, trainer: Path, actors: int, steps: int, overrides:
     ])
     outcome = run_training(fed)
     ray.shutdown()
-    metrics = MlflowClient(outcome.tracking_uri).get_run(outcome.mlflow_run_id).data.metrics
+    metrics = run_metrics(outcome.tracking_uri, outcome.mlflow_run_id)
     return {"samples_per_s": metrics["perf/samples_per_s"], "data_wait_frac": metrics["perf/data_wait_frac"]}
 
 

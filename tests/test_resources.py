@@ -110,9 +110,8 @@ def test_progress_says_what_it_waits_for_instead_of_staying_silent():
     out = io.StringIO()
     console = Console(file=out, width=200, force_terminal=False)
     lines = iter(["need {CPU: 1} x 1; free {CPU: 0}"] * 3 + [None] * 100)
-    # No MLflow run behind it: the poll finds no step, so the display asks what Ray is waiting for.
-    with TrainingProgress("sqlite:////nonexistent/mlflow.db", "no-run", 10, console, waiting=lambda: next(lines),
-                          every_s=0.05):
+    # No report arrives, so the display asks what Ray is waiting for.
+    with TrainingProgress(10, console, waiting=lambda: next(lines), every_s=0.05):
         time.sleep(0.5)
     said = out.getvalue().splitlines()
     assert said.count("waiting for resources: need {CPU: 1} x 1; free {CPU: 0}") == 1  # once per change

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
 from conftest import metric_history, tiny
 from mlflow.tracking import MlflowClient
+from rich.console import Console
 
 from zv_ray.config import load_config
 from zv_ray.model.checkpoint import load_checkpoint
@@ -33,9 +36,15 @@ def test_two_workers_learn_and_log_to_mlflow(tmp_path):
         "train.batch_size_per_worker=2", "train.steps=30", "train.eval_every=30",
         "train.checkpoint_every=15", "train.image_every=15",
     )
-    outcome = run_training(cfg)
+    out = io.StringIO()
+    outcome = run_training(cfg, console=Console(file=out, width=200, force_terminal=False))
     losses = [v for _, v in history(outcome, "train/loss")]
     assert len(losses) == 15
+    # The console display, fed through Ray Train's controller: with 30 steps every report prints a line (each
+    # log_every steps and the step-15 checkpoint), in order.
+    shown = [line for line in out.getvalue().splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in shown] == [f"{s}/30" for s in sorted({*range(2, 31, 2), 15})]
+    assert "val " in shown[-1] and outcome.metrics["step"] == 30
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
 
     client = MlflowClient(outcome.tracking_uri)

@@ -9,7 +9,10 @@
 from __future__ import annotations
 
 import os
+import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +102,6 @@ def start_run(tracking_uri: str, cfg: RunConfig, *, resume: bool, tags: dict[str
 
 def record_resume_changes(tracking_uri: str, run_id: str, changes: dict[str, tuple[Any, Any]]) -> None:
     """MLflow params are immutable: a resume's allowed changes go into a tag and a JSON artifact instead."""
-    import json
-
     client = _client(tracking_uri)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     client.set_tag(run_id, "zv_ray.resume_changes", ", ".join(f"{k}={new}" for k, (_, new) in changes.items())[:5000])
@@ -161,6 +162,46 @@ def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None
     _client(tracking_uri).set_terminated(run_id, status=status)
 
 
+@contextmanager
+def fail_run_on_error(tracking_uri: str, run_id: str) -> Iterator[None]:
+    """Ends the run FAILED when the body raises (Ctrl-C included) and re-raises; on success the caller picks the
+    terminal status, which may depend on what the body did."""
+    try:
+        yield
+    except BaseException:
+        finish_run(tracking_uri, run_id, status="FAILED")
+        raise
+
+
+def run_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
+    """The latest value of every metric of a run."""
+    return dict(_client(tracking_uri).get_run(run_id).data.metrics)
+
+
+def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) of every logged point of one metric, by step."""
+    return sorted((m.step, m.value) for m in _client(tracking_uri).get_metric_history(run_id, key))
+
+
+def log_dict(tracking_uri: str, run_id: str, data: dict, artifact_file: str) -> None:
+    _client(tracking_uri).log_dict(run_id, data, artifact_file)
+
+
+def log_artifact(tracking_uri: str, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+    _client(tracking_uri).log_artifact(run_id, str(path), artifact_path)
+
+
+def download_artifact(tracking_uri: str, run_id: str, artifact_path: str, dst: Path) -> Path | None:
+    """A local copy of one artifact under dst, or None when the run has no such artifact."""
+    from mlflow.exceptions import MlflowException
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # else a bar per download on the console
+    try:
+        return Path(_client(tracking_uri).download_artifacts(run_id, artifact_path, str(dst)))
+    except (OSError, MlflowException):
+        return None
+
+
 # Evaluation runs.
 def log_evaluation(
     tracking_uri: str,
@@ -177,8 +218,6 @@ def log_evaluation(
     Own run: params, metrics at the checkpoint's step, artifacts; tagged with the training run's id when
     that run is found. Attached (--attach): metrics as 'eval/...' at the checkpoint's step, the eval
     params as 'eval.' tags (the training run's params are immutable) and artifacts under eval/step_N/."""
-    from mlflow.tracking import MlflowClient
-
     train_run_id = find_run(tracking_uri, cfg)
     if attach:
         if train_run_id is None:
@@ -193,29 +232,53 @@ def log_evaluation(
             logger.artifact(path, f"eval/step_{step:07d}/{folder}".rstrip("/"))
         return train_run_id
 
-    client = MlflowClient(tracking_uri=tracking_uri)
     tags = {"zv_ray.kind": "eval", **({TRAIN_RUN_TAG: train_run_id} if train_run_id else {})}
-    run = client.create_run(
+    run = _client(tracking_uri).create_run(
         experiment_id(tracking_uri, cfg.mlflow.experiment), run_name=f"eval-{cfg.cluster.run_name}-step{step}", tags=tags
     )
     run_id = run.info.run_id
-    try:
+    with fail_run_on_error(tracking_uri, run_id):
         log_params(tracking_uri, run_id, params)
         logger = RunLogger(tracking_uri, run_id)
         logger.metrics(metrics, step=step)
         for path, folder in artifacts:
             logger.artifact(path, folder or None)
-    except Exception:
-        finish_run(tracking_uri, run_id, status="FAILED")
-        raise
     finish_run(tracking_uri, run_id)
     return run_id
 
 
+# Sweep runs.
 def child_runs(tracking_uri: str, experiment_id: str, parent_run_id: str, trial_id: str | None = None) -> list:
-    from mlflow.tracking import MlflowClient
-
     query = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
     if trial_id:
         query += f" and tags.`{TRIAL_TAG}` = '{trial_id}'"
-    return MlflowClient(tracking_uri).search_runs([experiment_id], filter_string=query, max_results=10_000)
+    return _client(tracking_uri).search_runs([experiment_id], filter_string=query, max_results=10_000)
+
+
+def end_trial_run(tracking_uri: str, experiment_id: str, parent_run_id: str, trial_id: str, *, status: str,
+                  outcome: str, diverged: bool) -> None:
+    """Tag a trial's run with its outcome and whether it diverged, and give it a terminal status."""
+    client = _client(tracking_uri)
+    for run in child_runs(tracking_uri, experiment_id, parent_run_id, trial_id):
+        client.set_tag(run.info.run_id, OUTCOME_TAG, outcome)
+        client.set_tag(run.info.run_id, DIVERGED_TAG, "yes" if diverged else "no")
+        client.set_terminated(run.info.run_id, status=status)
+
+
+def sweep_parent(tracking_uri: str, ref: str):
+    """A parent run by its id, or the newest parent run of a sweep with that name."""
+    client = _client(tracking_uri)
+    if re.fullmatch(r"[0-9a-f]{32}", ref):
+        run = client.get_run(ref)
+        if run.data.tags.get(ROLE_TAG) != "parent":
+            raise LookupError(f"run {ref} is not a sweep's parent run (no {ROLE_TAG}=parent tag)")
+        return run
+    exp_ids = [e.experiment_id for e in client.search_experiments()]
+    parents = client.search_runs(exp_ids, filter_string=f"tags.`{ROLE_TAG}` = 'parent'",
+                                 order_by=["attributes.start_time DESC"], max_results=1000)
+    for run in parents:
+        if run.data.tags.get(SWEEP_TAG) == ref:
+            return run
+    known = sorted({r.data.tags.get(SWEEP_TAG, "?") for r in parents})
+    raise LookupError(f"no sweep named {ref!r} in this MLflow store; known sweeps: {', '.join(known) or 'none'} "
+                      "(pass --tracking-uri if the sweep used another store)")

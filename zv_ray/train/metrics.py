@@ -59,7 +59,6 @@ class MetricsLogger:
             "train/grad_norm": grad_norm if math.isfinite(grad_norm) else float("nan"),
             "train/skipped_steps": float(state.skipped_total),
             "train/lr": result.lr,
-            "train/step": float(state.step),
         }
         if self.due(state.step, state.final):
             metrics.update(self._throughput())

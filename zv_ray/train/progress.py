@@ -1,17 +1,21 @@
-"""The console's one progress display for a training run, fed by what rank 0 logs to MLflow.
+"""The console's one progress display for a training run, fed by Ray Train's own reports.
 
-Rank 0 already logs every `log_every` steps; the driver polls that run, so the display works the same on one
-machine and under `ray job submit` (where the workers' own output stays in Ray's log folder). On a terminal it
-is a live bar; elsewhere (job logs, CI) a plain line per twentieth of the run.
+Every `ray.train.report` (each `log_every` steps and at checkpoints) reaches Ray Train's controller, an actor
+beside the driver; ReportRelay, a callback there, forwards rank 0's metrics to a small inbox actor that the
+display empties every few seconds. So the display works the same on one machine and under `ray job submit`
+(where the workers' own output stays in Ray's log folder). On a terminal it is a live bar; elsewhere (job logs,
+CI) a plain line per twentieth of the run.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+import ray
+from ray.train import UserCallback
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -25,30 +29,70 @@ def describe(metrics: dict[str, float]) -> str:
     return "  ".join(f"{label} {fmt.format(metrics[key])}" for key, label, fmt in FIELDS if key in metrics)
 
 
+class ReportInbox:
+    """A Ray actor holding the reports the display has not collected yet."""
+
+    def __init__(self) -> None:
+        self.reports: list[dict[str, Any]] = []
+
+    def put(self, report: dict[str, Any]) -> None:
+        self.reports.append(report)
+
+    def take(self) -> list[dict[str, Any]]:
+        taken, self.reports = self.reports, []
+        return taken
+
+
+class ReportRelay(UserCallback):
+    """Runs in Ray Train's controller actor, where Ray pickles it: it holds the inbox's handle and nothing else
+    (no console, no lock)."""
+
+    def __init__(self, inbox) -> None:
+        self.inbox = inbox
+
+    def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
+        # metrics[i] is world rank i's report; only rank 0's carries the evaluations. Not awaited: the controller
+        # runs an event loop, and the display must never hold up training.
+        self.inbox.put.remote(metrics[0])
+
+
 @dataclass
 class TrainingProgress:
-    """`with TrainingProgress(...): trainer.fit()` shows step, loss, PSNR, samples/s, data-wait and ETA."""
+    """Shows step, loss, PSNR, samples/s, data-wait and ETA:
 
-    tracking_uri: str
-    run_id: str
+        with TrainingProgress(total, console) as progress:
+            build_trainer(cfg, ..., callbacks=[progress.relay()]).fit()
+    """
+
     total_steps: int
     console: Console
     # While no new step arrives: what Ray cannot place right now (cluster.resources.pending_demand), shown as
     # "waiting for resources: ..." instead of a silent display.
     waiting: Callable[[], str | None] | None = None
     every_s: float = 2.0
-    last: dict[str, float] = field(default_factory=dict)
+    last: dict[str, Any] = field(default_factory=dict)  # every metric's latest reported value
+    _inbox: Any = None
+    _fresh: bool = False  # a report arrived since the last tick
     _stop: threading.Event = field(default_factory=threading.Event)
 
-    def _poll(self) -> tuple[int, dict[str, float]] | None:
-        from mlflow.tracking import MlflowClient
+    def relay(self) -> ReportRelay:
+        """The callback that brings every report to this display (Ray must be up)."""
+        self._inbox = ray.remote(num_cpus=0)(ReportInbox).remote()
+        return ReportRelay(self._inbox)
 
+    def receive(self, report: dict[str, Any]) -> None:
+        """One report of rank 0: the loop's metrics and its "step". An evaluation's scores stay shown until the next."""
+        self.last.update(report)
+        self._fresh = True
+        self._show(int(report["step"]), self.last)
+
+    def _collect(self) -> list[dict[str, Any]]:
+        if self._inbox is None:
+            return []
         try:
-            run = MlflowClient(self.tracking_uri).get_run(self.run_id)
-        except Exception:  # noqa: BLE001 - a missed poll only delays the display
-            return None
-        metrics = run.data.metrics
-        return (int(metrics["train/step"]), metrics) if "train/step" in metrics else None
+            return ray.get(self._inbox.take.remote(), timeout=10)
+        except Exception:  # noqa: BLE001 - a missed collection only costs the display some lines
+            return []
 
     def _waiting(self) -> str | None:
         try:
@@ -56,15 +100,17 @@ class TrainingProgress:
         except Exception:  # noqa: BLE001 - the display must never stop training
             return None
 
-    def _watch(self, update, wait) -> None:
-        shown = -1
+    def _tick(self) -> None:
+        for report in self._collect():
+            self.receive(report)
+        if self._fresh:
+            self._fresh = False
+        elif (line := self._waiting()) is not None:
+            self._wait(line)
+
+    def _watch(self) -> None:
         while not self._stop.wait(self.every_s):
-            polled = self._poll()
-            if polled and polled[0] != shown:
-                shown, self.last = polled
-                update(shown, self.last)
-            elif (line := self._waiting()) is not None:
-                wait(line)
+            self._tick()
 
     def __enter__(self) -> "TrainingProgress":
         if self.console.is_terminal:
@@ -72,12 +118,12 @@ class TrainingProgress:
                                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console)
             task = self._bar.add_task("train", total=self.total_steps, line="starting Ray and the data actors")
             self._bar.start()
-            update = lambda step, m: self._bar.update(task, completed=step, line=describe(m))  # noqa: E731
-            wait = lambda line: self._bar.update(task, line=f"waiting for resources: {line}")  # noqa: E731
+            self._show = lambda step, m: self._bar.update(task, completed=step, line=describe(m))
+            self._wait = lambda line: self._bar.update(task, line=f"waiting for resources: {line}")
         else:  # job logs, CI: a line per twentieth of the run
             self._bar, every, printed = None, max(1, self.total_steps // 20), [-1]
 
-            def update(step: int, m: dict[str, float]) -> None:
+            def show(step: int, m: dict[str, float]) -> None:
                 if step // every > printed[0] // every or step >= self.total_steps:
                     printed[0] = step
                     self.console.print(f"step {step}/{self.total_steps}  {describe(m)}", soft_wrap=True)
@@ -88,17 +134,16 @@ class TrainingProgress:
                 if line != said[0]:
                     said[0] = line
                     self.console.print(f"waiting for resources: {line}", soft_wrap=True, highlight=False)
-        self._thread = threading.Thread(target=self._watch, args=(update, wait), daemon=True)
+
+            self._show, self._wait = show, wait
+        self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
-        self._started = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        polled = self._poll()
-        if polled:
-            self.last = polled[1]
+        for report in self._collect():  # the reports sent after the watcher's last look
+            self.receive(report)
         if self._bar is not None:
             self._bar.stop()
-        self.seconds = time.perf_counter() - self._started

@@ -89,7 +89,8 @@ def build_trainer(
     run_name: str | None = None,
     storage_path: str | None = None,
 ):
-    """A TorchTrainer fed by the object stream; `callbacks` lets a Tune trial attach TuneReportCallback."""
+    """A TorchTrainer fed by the object stream; `callbacks` (Ray Train UserCallbacks, run on its controller) bring
+    its reports to the console's progress display or, in a Tune trial, to Tune (TuneReportCallback)."""
     import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -133,7 +134,7 @@ def build_trainer(
 
 def run_training(cfg: RunConfig, *, resume: bool = False, console=None) -> TrainingOutcome:
     """Train one run; with a rich `console`, one progress display while it runs (TrainingProgress)."""
-    from zv_ray.tracking import finish_run, record_resume_changes, resolve_tracking_uri, start_run
+    from zv_ray.tracking import fail_run_on_error, finish_run, record_resume_changes, resolve_tracking_uri, start_run
 
     check_before_cluster_work(cfg)
     run_dir = storage.join(storage_root(cfg), cfg.cluster.run_name)
@@ -155,7 +156,7 @@ def run_training(cfg: RunConfig, *, resume: bool = False, console=None) -> Train
     run_id = start_run(tracking_uri, cfg, resume=resume)
     if changes:
         record_resume_changes(tracking_uri, run_id, changes)
-    try:
+    with fail_run_on_error(tracking_uri, run_id):
         if console is None:
             result = build_trainer(cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id).fit()
         else:
@@ -164,11 +165,9 @@ def run_training(cfg: RunConfig, *, resume: bool = False, console=None) -> Train
 
             total = min(cfg.train.steps, cfg.train.stop_after or cfg.train.steps)
             # Around build_trainer too: a materialized set renders there, and may wait for resources as well.
-            with TrainingProgress(tracking_uri, run_id, total, console, waiting=pending_demand):
-                result = build_trainer(cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id).fit()
-    except BaseException:
-        finish_run(tracking_uri, run_id, status="FAILED")
-        raise
+            with TrainingProgress(total, console, waiting=pending_demand) as progress:
+                callbacks = [progress.relay()]
+                result = build_trainer(cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id, callbacks=callbacks).fit()
     finish_run(tracking_uri, run_id, status="FINISHED")
     ply = storage.join(run_dir, "gaussians.ply")
     return TrainingOutcome(

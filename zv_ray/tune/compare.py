@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from mlflow.exceptions import MlflowException
 
 from zv_ray.eval.predictions import Predictions
 from zv_ray.tracking import (
-    DIVERGED_TAG, METRIC_TAG, MODE_TAG, OUTCOME_TAG, PARAM_PREFIX, ROLE_TAG, SPACE_TAG, SWEEP_TAG, TRIAL_TAG, child_runs,
+    DIVERGED_TAG, METRIC_TAG, MODE_TAG, OUTCOME_TAG, PARAM_PREFIX, SPACE_TAG, SWEEP_TAG, TRIAL_TAG, child_runs,
+    download_artifact, log_artifact, metric_history, sweep_parent,
 )
 
 
@@ -56,26 +55,8 @@ class Comparison:
     files: list[Path] = field(default_factory=list)
 
 
-def find_parent(client, ref: str):
-    """A parent run id, or the newest parent run of a sweep with that name."""
-    if re.fullmatch(r"[0-9a-f]{32}", ref):
-        run = client.get_run(ref)
-        if run.data.tags.get(ROLE_TAG) != "parent":
-            raise LookupError(f"run {ref} is not a sweep's parent run (no {ROLE_TAG}=parent tag)")
-        return run
-    exp_ids = [e.experiment_id for e in client.search_experiments()]
-    parents = client.search_runs(exp_ids, filter_string=f"tags.`{ROLE_TAG}` = 'parent'",
-                                 order_by=["attributes.start_time DESC"], max_results=1000)
-    for run in parents:
-        if run.data.tags.get(SWEEP_TAG) == ref:
-            return run
-    known = sorted({r.data.tags.get(SWEEP_TAG, "?") for r in parents})
-    raise LookupError(f"no sweep named {ref!r} in this MLflow store; known sweeps: {', '.join(known) or 'none'} "
-                      "(pass --tracking-uri if the sweep used another store)")
-
-
-def _curve(client, run_id: str, key: str) -> list[tuple[int, float]]:
-    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key) if math.isfinite(m.value))
+def _curve(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(step, value) for step, value in metric_history(tracking_uri, run_id, key) if math.isfinite(value)]
 
 
 def white_key(metric: str) -> str:
@@ -85,16 +66,14 @@ def white_key(metric: str) -> str:
 
 
 def load_comparison(tracking_uri: str, ref: str) -> Comparison:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    parent = find_parent(client, ref)
+    parent = sweep_parent(tracking_uri, ref)
     tags = parent.data.tags
     metric, mode = tags.get(METRIC_TAG, "val/psnr"), tags.get(MODE_TAG, "max")
     space_keys = [k for k in tags.get(SPACE_TAG, "").split(",") if k]
     rows = []
     for run in child_runs(tracking_uri, parent.info.experiment_id, parent.info.run_id):
-        loss_curve, metric_curve = _curve(client, run.info.run_id, "train/loss"), _curve(client, run.info.run_id, metric)
+        loss_curve = _curve(tracking_uri, run.info.run_id, "train/loss")
+        metric_curve = _curve(tracking_uri, run.info.run_id, metric)
         values = [v for _, v in metric_curve]
         skipped = run.data.metrics.get("train/skipped_steps")
         white = run.data.metrics.get(white_key(metric))  # the fixed validation set: the same value at every eval
@@ -208,7 +187,7 @@ def plot_curves(comp: Comparison, out_dir: Path) -> Path:
     return _save(fig, out_dir / "curves.png")
 
 
-def fetch_predictions(client, comp: Comparison, tmp: Path) -> tuple[str, dict[str, Predictions]]:
+def fetch_predictions(tracking_uri: str, comp: Comparison, tmp: Path) -> tuple[str, dict[str, Predictions]]:
     """(suite, trial id -> its latest predictions) from the trials' predictions/<suite>.npz artifacts: the
     fixed validation suite when any trial has it, else the real scans."""
     from zv_ray.eval.predictions import load_predictions
@@ -216,11 +195,9 @@ def fetch_predictions(client, comp: Comparison, tmp: Path) -> tuple[str, dict[st
     for suite in ("val", "gso"):
         found = {}
         for r in comp.rows:
-            try:
-                found[r.trial_id] = load_predictions(Path(client.download_artifacts(
-                    r.run_id, f"predictions/{suite}.npz", str(tmp / r.run_id))))
-            except (OSError, MlflowException):  # the trial died before its first evaluation
-                continue
+            # None: the trial died before its first evaluation.
+            if path := download_artifact(tracking_uri, r.run_id, f"predictions/{suite}.npz", tmp / r.run_id):
+                found[r.trial_id] = load_predictions(path)
         if found:
             return suite, found
     return "", {}
@@ -276,12 +253,9 @@ def compare(tracking_uri: str, ref: str, out_dir: Path | None = None, *, log_art
     predictions side by side (predictions_<suite>.png) under out_dir (outputs/compare/<sweep>); by default
     log them as artifacts of the parent run under compare/."""
     import matplotlib
-    from mlflow.tracking import MlflowClient
     from rich.console import Console
 
     matplotlib.use("Agg")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # else a bar per trial downloaded
-    client = MlflowClient(tracking_uri)
     comp = load_comparison(tracking_uri, ref)
     out_dir = out_dir or Path("outputs/compare") / comp.sweep
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -290,10 +264,10 @@ def compare(tracking_uri: str, ref: str, out_dir: Path | None = None, *, log_art
     (out_dir / "table.txt").write_text(text.export_text())
     comp.files = [out_dir / "table.txt", *(plot_key(comp, k, out_dir) for k in comp.space_keys), plot_curves(comp, out_dir)]
     with tempfile.TemporaryDirectory() as tmp:
-        suite, found = fetch_predictions(client, comp, Path(tmp))
+        suite, found = fetch_predictions(tracking_uri, comp, Path(tmp))
         if found:
             comp.files.append(prediction_grid(comp, suite, found, out_dir))
     if log_artifacts:
         for path in comp.files:
-            client.log_artifact(comp.parent_run_id, str(path), "compare")
+            log_artifact(tracking_uri, comp.parent_run_id, path, "compare")
     return comp

@@ -24,8 +24,8 @@ from zv_ray.config import ConfigError, RunConfig, validate_dict
 from zv_ray.config.base import set_keys
 from zv_ray.config.sweep import SweepConfig, num_trials
 from zv_ray.tracking import (
-    DIVERGED_TAG, DONE_OUTCOMES, METRIC_TAG, MODE_TAG, OUTCOME_TAG, PARAM_PREFIX, ROLE_TAG, SPACE_TAG, SWEEP_TAG,
-    TRIAL_TAG, child_runs,
+    DONE_OUTCOMES, METRIC_TAG, MODE_TAG, OUTCOME_TAG, PARAM_PREFIX, ROLE_TAG, SPACE_TAG, SWEEP_TAG, TRIAL_TAG,
+    child_runs, end_trial_run,
 )
 from zv_ray.tune.space import base_data, param_space, trial_config, validate_space
 
@@ -131,14 +131,8 @@ class SweepTracker(tune.Callback):
                 self._end(run.data.tags[TRIAL_TAG], "KILLED", "interrupted", diverged=False)
 
     def _end(self, trial_id: str, status: str, outcome: str, *, diverged: bool) -> None:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(self.ctx.tracking_uri)
-        runs = child_runs(self.ctx.tracking_uri, self.ctx.experiment_id, self.ctx.parent_run_id, trial_id)
-        for run in runs:
-            client.set_tag(run.info.run_id, OUTCOME_TAG, outcome)
-            client.set_tag(run.info.run_id, DIVERGED_TAG, "yes" if diverged else "no")
-            client.set_terminated(run.info.run_id, status=status)
+        end_trial_run(self.ctx.tracking_uri, self.ctx.experiment_id, self.ctx.parent_run_id, trial_id, status=status,
+                      outcome=outcome, diverged=diverged)
 
 
 def _trial_dirname(trial) -> str:
@@ -180,11 +174,9 @@ def make_scheduler(sweep: SweepConfig, cfg: RunConfig):
 
 def run_sweep(sweep: SweepConfig, *, resume: bool = False) -> SweepOutcome:
     """Run (or, with resume, finish) a sweep; finished trials are reported on the `zv_ray.sweep.progress` logger."""
-    from mlflow.tracking import MlflowClient
-
     from zv_ray.cluster.resources import TUNE_TRIAL_CPUS, sweep_phases
     from zv_ray.cluster.session import init_ray
-    from zv_ray.tracking import experiment_id, finish_run, resolve_tracking_uri, start_run
+    from zv_ray.tracking import experiment_id, fail_run_on_error, finish_run, log_dict, resolve_tracking_uri, start_run
     from zv_ray.train.trainer import check_environment, storage_root
 
     base = base_data(sweep)
@@ -209,11 +201,11 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False) -> SweepOutcome:
             METRIC_TAG: sweep.metric, MODE_TAG: sweep.mode}
     parent_run_id = start_run(tracking_uri, base_cfg, resume=resume, tags=tags)
     if not resume:
-        MlflowClient(tracking_uri).log_dict(parent_run_id, sweep.model_dump(mode="json"), "sweep.yaml")
+        log_dict(tracking_uri, parent_run_id, sweep.model_dump(mode="json"), "sweep.yaml")
     ctx = TrialContext(sweep=sweep, base=base, tracking_uri=tracking_uri, parent_run_id=parent_run_id,
                        experiment_id=experiment_id(tracking_uri, base_cfg.mlflow.experiment),
                        train_storage=f"{experiment_path}/train")
-    try:
+    with fail_run_on_error(tracking_uri, parent_run_id):
         init_ray(base_cfg.cluster)
         # The metric exists only on evaluation reports; ASHA skips reports without it, Tune's strict check would not.
         os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
@@ -235,9 +227,6 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                 ),
             )
         results = tuner.fit()
-    except BaseException:
-        finish_run(tracking_uri, parent_run_id, status="FAILED")
-        raise
     done = results.num_errors + sum(
         r.data.tags.get(OUTCOME_TAG) in DONE_OUTCOMES for r in child_runs(tracking_uri, ctx.experiment_id, parent_run_id)
     )
