@@ -95,3 +95,22 @@ def test_worker_fault_restores_from_checkpoint_and_finishes(tmp_path, monkeypatc
     steps = [s for s, _ in history(outcome, "train/loss")]
     # Steps 6 (logged before the fault) and 6, 8 again after restoring the step-4 checkpoint.
     assert steps.count(6) == 2 and steps[-1] == 10
+
+
+def test_the_loop_adds_the_perceptual_term_from_its_start_step(tmp_path):
+    """The Ray Train loop with loss.perceptual_weight > 0: GS-LRM's VGG19 feature loss, from a synthetic
+    MatConvNet file (no real weights offline), gated by loss.perceptual_start_step."""
+    from test_vgg19 import write_matconvnet_vgg19
+
+    weights = tmp_path / "imagenet-vgg-verydeep-19.mat"
+    write_matconvnet_vgg19(weights)
+    outcome = run_training(tiny_config(
+        tmp_path, "perceptual", "loss.perceptual=vgg19", f"loss.vgg19_weights={weights}", "loss.perceptual_weight=0.2",
+        "loss.perceptual_start_step=2", "train.log_every=1", "data.num_val_objects=0"))
+    perceptual = dict(history(outcome, "train/perceptual"))
+    mse, loss = dict(history(outcome, "train/mse")), dict(history(outcome, "train/loss"))
+    # Logged after each step: steps 0 and 1 (logged as 1, 2) are MSE only, steps 2 and 3 add 0.2 x perceptual.
+    assert sorted(perceptual) == [1, 2, 3, 4]
+    assert perceptual[1] == perceptual[2] == 0.0 and loss[2] == pytest.approx(mse[2])
+    assert perceptual[3] > 0 and perceptual[4] > 0
+    assert loss[4] == pytest.approx(mse[4] + 0.2 * perceptual[4], rel=1e-4)
