@@ -40,7 +40,6 @@ PROTOCOL = "@@gpu_check "  # child -> parent: {"start": step} | {"share": {...}}
 NVIDIA_EGL_VENDOR = Path("/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json")
 # Toy sizes for --cpu-dry-run (the TINY model, one object, 12 rendered views).
 TOY = ("model.width=128", "model.depth=4", "model.num_heads=4", "train.batch_size_per_worker=1", "render.num_views=12")
-GSPLAT_TILE = 16  # gsplat.rasterization's default tile_size, which render_gaussians keeps
 INT32_MAX = 2**31 - 1  # gsplat indexes tile intersections with int32
 
 
@@ -586,6 +585,7 @@ def tile_intersections(ctx: Context) -> dict:
 
     from zv_ray.model import GSLRM
     from zv_ray.splat.gaussians import Gaussians
+    from zv_ray.splat.rasterize import GSPLAT_TILE, tile_intersections
 
     dev = ctx.device
     stages = (("256", "configs/paper.yaml", ("train.resolution=32", "render.resolution=64")),
@@ -605,7 +605,7 @@ def tile_intersections(ctx: Context) -> dict:
                               quats=g.quats, opacities=torch.full_like(g.opacities, 0.99), colors=g.colors)
         res = cfg.train.resolution
         for state, gaussians in (("step0", g), ("saturated", saturated)):
-            counts = _isect_counts(gaussians, batch.intrinsics, batch.c2w, res)  # [B, C]
+            counts = tile_intersections(gaussians, batch.intrinsics, batch.c2w, res, res)  # [B, C]
             figures = {"gaussians_per_scene": gaussians.num, "cameras": counts.shape[1], "batch": counts.shape[0],
                        "total": int(counts.sum()), "per_scene_max": int(counts.sum(1).max()), "per_camera_max": int(counts.max()),
                        "total_over_int32": sig(int(counts.sum()) / INT32_MAX, 3)}
@@ -623,30 +623,6 @@ def _gsplat_or_none(ctx: Context):
     from zv_ray.splat.backend import load_gsplat
 
     return load_gsplat()
-
-
-def _isect_counts(g, intrinsics, c2w, res: int):  # -> [B, C] int64 tile intersections per (scene, camera)
-    """gsplat's first isect_tiles pass, from the torch projection: every kept Gaussian touches the tiles its
-    radius box overlaps (clamped to the image)."""
-    import torch
-
-    from zv_ray.splat.rasterize import c2w_to_viewmat, intrinsics_to_K
-    from zv_ray.splat.torch_rasterizer import project_gaussians, quat_scale_to_covar
-
-    tiles = math.ceil(res / GSPLAT_TILE)
-    out = []
-    for b in range(g.batch_size):  # one scene at a time bounds the projection's memory
-        item = g.item(b)
-        viewmats, Ks = c2w_to_viewmat(c2w[b : b + 1].float()), intrinsics_to_K(intrinsics[b : b + 1].float())
-        with torch.no_grad():
-            covars = quat_scale_to_covar(item.quats, item.scales)
-            radii, means2d, _, _ = project_gaussians(item.means, covars, item.opacities, viewmats, Ks, res, res)
-        r = radii.float()
-        lo = torch.floor((means2d - r) / GSPLAT_TILE).clamp(0, tiles)
-        hi = torch.ceil((means2d + r) / GSPLAT_TILE).clamp(0, tiles)
-        span = (hi - lo).prod(-1) * (radii > 0).any(-1)  # [1, C, N]
-        out.append(span.sum(-1, dtype=torch.int64)[0])
-    return torch.stack(out)
 
 
 def _gsplat_isects(rasterization, g, intrinsics, c2w, res: int, counts) -> dict:

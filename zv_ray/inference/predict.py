@@ -19,14 +19,17 @@ def predict_gaussians(model: torch.nn.Module, views: PosedViews, cfg: RunConfig)
     return gaussians.float()
 
 
-def render_views(gaussians: Gaussians, views: PosedViews, cfg: RunConfig) -> torch.Tensor:  # [B, V, 3, H, W]
-    """The Gaussians splatted at every view, on the training background."""
+def render_views(gaussians: Gaussians, views: PosedViews, cfg: RunConfig,
+                 stats: dict[str, int] | None = None) -> torch.Tensor:  # [B, V, 3, H, W]
+    """The Gaussians splatted at every view, on the training background (`stats`: see render_gaussians)."""
     res = views.images.shape[-1]
     background = torch.tensor(cfg.train.background, dtype=torch.float32, device=views.images.device)
-    rgb, _alpha = render_gaussians(gaussians, views.intrinsics, views.c2w, res, res, background, cfg.model.rasterizer)
+    rgb, _alpha = render_gaussians(gaussians, views.intrinsics, views.c2w, res, res, background, cfg.model.rasterizer,
+                                   stats=stats)
     return rgb.permute(0, 1, 4, 2, 3)  # [B, V, H, W, 3] -> [B, V, 3, H, W]
 
 
-def predict_and_render(model: torch.nn.Module, batch: PosedViews, cfg: RunConfig) -> torch.Tensor:  # [B, V, 3, H, W]
+def predict_and_render(model: torch.nn.Module, batch: PosedViews, cfg: RunConfig,
+                       stats: dict[str, int] | None = None) -> torch.Tensor:  # [B, V, 3, H, W]
     """The training step's forward pass."""
-    return render_views(predict_gaussians(model, batch, cfg), batch, cfg)
+    return render_views(predict_gaussians(model, batch, cfg), batch, cfg, stats)

@@ -60,6 +60,8 @@ class MetricsLogger:
             "train/skipped_steps": float(state.skipped_total),
             "train/lr": result.lr,
         }
+        if result.tile_intersections is not None:  # gsplat's int32 headroom, watched as footprints grow
+            metrics["train/max_tile_intersections"] = float(result.tile_intersections)
         if self.due(state.step, state.final):
             metrics.update(self._throughput())
         if self.run is not None and self.image_due(state.step, state.final):

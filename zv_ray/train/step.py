@@ -28,6 +28,7 @@ class StepResult:
     pred: torch.Tensor  # [B, V, 3, H, W] the renders the loss saw, detached
     outcome: StepOutcome
     lr: float
+    tile_intersections: int | None  # the largest gsplat call's tile intersections (None: the torch rasterizer)
 
 
 def _unmarked(part: str) -> None:
@@ -56,7 +57,8 @@ def train_step(
     if lr is None:
         lr = lr_at(step, lr=tc.lr, min_lr=tc.min_lr, warmup_steps=tc.warmup_steps, total_steps=tc.steps)
     set_lr(optimizer, lr)
-    pred = predict_and_render(model, batch, cfg)
+    stats: dict[str, int] = {}
+    pred = predict_and_render(model, batch, cfg, stats)
     mark("model_and_render_forward")
     perceptual = perceptual_net if step >= cfg.loss.perceptual_start_step else None
     loss, terms = reconstruction_loss(pred.flatten(0, 1), batch.images.flatten(0, 1), perceptual,
@@ -66,7 +68,8 @@ def train_step(
     mark("backward")
     outcome = clipped_step(params, optimizer, grad_clip=tc.grad_clip, skip_grad_norm=tc.skip_grad_norm)
     mark("clip_and_optimizer")
-    return StepResult(float(loss.detach()), {k: float(v) for k, v in terms.items()}, pred.detach(), outcome, lr)
+    return StepResult(float(loss.detach()), {k: float(v) for k, v in terms.items()}, pred.detach(), outcome, lr,
+                      stats.get("max_tile_intersections"))
 
 
 def clipped_step(
