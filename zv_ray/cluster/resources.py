@@ -17,6 +17,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+# Imported here, not inside the functions: the preflight runs right after ray.init, and under `ray job submit` on a
+# multi-node host Ray is still unpacking the job's working_dir then (eager install), so a lazy import of the
+# working_dir's modules can find files missing.
+from zv_ray.pipeline import IO_NUM_CPUS, generator_memory_bytes
+
 if TYPE_CHECKING:
     from zv_ray.config import RunConfig
     from zv_ray.config.sweep import SweepConfig
@@ -90,8 +95,6 @@ def worker_group(cfg: RunConfig) -> Group:
 
 
 def generator_group(cfg: RunConfig, output: str) -> Group:
-    from zv_ray.pipeline import generator_memory_bytes
-
     d = cfg.data
     bundle = {"CPU": d.generator_num_cpus, "memory": float(generator_memory_bytes(cfg, output))}
     if d.generator_num_gpus:
@@ -116,8 +119,6 @@ def training_phases(cfg: RunConfig) -> list[list[Group]]:
 def dataset_phases(cfg: RunConfig, listing: bool = False) -> list[list[Group]]:
     """`zv-ray dataset`: the generator actors (or import tasks, sized alike) plus one shard writer task
     (pipeline.IO_NUM_CPUS), and one mesh listing task for `--meshes` (`listing`)."""
-    from zv_ray.pipeline import IO_NUM_CPUS
-
     tasks = [Group("shard writer tasks", 1, {"CPU": IO_NUM_CPUS}, "")]
     tasks += [Group("mesh listing tasks", 1, {"CPU": IO_NUM_CPUS}, "")] if listing else []
     return [[generator_group(cfg, "record"), *tasks]]
