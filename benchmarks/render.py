@@ -19,10 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from per_backend import run_per_backend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without installing
 
@@ -97,17 +98,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.child, args.config, args.overrides, args.objects, args.k)))
         return
-    print(f"cpu cores visible: {os.cpu_count()}  load average: {os.getloadavg()[0]:.1f}  config: {args.config or 'defaults'}")
-    for backend in args.backends:
-        cmd = [sys.executable, __file__, "--child", backend, "--objects", str(args.objects), "--k", *map(str, args.k)]
-        cmd += ["--config", args.config] if args.config else []
-        cmd += [x for o in args.overrides for x in ("--set", o)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        if proc.returncode:
-            print(f"\n== {backend}: failed\n{proc.stderr[-2000:]}")
-            continue
-        report(json.loads(proc.stdout.strip().splitlines()[-1]))
-
+    run_per_backend(__file__, args.backends, ["--objects", str(args.objects), "--k", *map(str, args.k)], args.config, args.overrides, report)
 
 if __name__ == "__main__":
     main()
