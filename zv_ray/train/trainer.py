@@ -161,9 +161,10 @@ def run_training(cfg: RunConfig, *, resume: bool = False, console=None) -> Train
             result = build_trainer(cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id).fit()
         else:
             from zv_ray.cluster.resources import pending_demand
+            from zv_ray.train.schedule import last_step
             from zv_ray.train.progress import TrainingProgress
 
-            total = min(cfg.train.steps, cfg.train.stop_after or cfg.train.steps)
+            total = last_step(cfg.train)
             # Around build_trainer too: a materialized set renders there, and may wait for resources as well.
             with TrainingProgress(total, console, waiting=pending_demand) as progress:
                 callbacks = [progress.relay()]

@@ -23,6 +23,7 @@ from ray import tune
 from zv_ray.config import ConfigError, RunConfig, validate_dict
 from zv_ray.config.base import set_keys
 from zv_ray.config.sweep import SweepConfig, num_trials
+from zv_ray.train.schedule import last_step
 from zv_ray.tracking import (
     DONE_OUTCOMES, METRIC_TAG, MODE_TAG, OUTCOME_TAG, PARAM_PREFIX, ROLE_TAG, SPACE_TAG, SWEEP_TAG, TRIAL_TAG,
     child_runs, end_trial_run,
@@ -100,8 +101,7 @@ class SweepTracker(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         result = trial.last_result or {}
-        train = self.ctx.trial_config(trial.config, trial.trial_id).train
-        target = min(train.steps, train.stop_after or train.steps)
+        target = last_step(self.ctx.trial_config(trial.config, trial.trial_id).train)
         if is_diverged(result):
             outcome = "diverged"
         elif result.get("step", 0) < target:
