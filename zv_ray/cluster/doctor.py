@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Literal
 
-from zv_ray.cluster.resources import NodeKind, Supply, cluster_supply, fmt_resources, shortfall, training_phases
+from zv_ray.cluster.resources import NodeKind, Supply, cluster_supply, fits, fmt_resources, shortfall, training_phases
 from zv_ray.config import ConfigError, RunConfig
 from zv_ray.io import storage
 
@@ -194,8 +194,7 @@ def resources_check(cfg: RunConfig, supply: Supply) -> Check:
     problem = shortfall(training_phases(cfg), supply)
     where = "local Ray" if supply.local else "cluster"
     if problem is None:
-        nodes = ", ".join(f"{k.count}{'+' + str(k.can_add) if k.can_add else ''} x {k.name}" for k in supply.kinds)
-        return Check("resources", True, f"a training run fits the {where} ({nodes})")
+        return Check("resources", True, f"a training run fits the {where} ({supply.describe(resources=False)})")
     detail, _, fix = problem.partition("; fix: ")
     return Check("resources", False, detail, fix)
 
@@ -216,7 +215,7 @@ def cluster_checks(cfg: RunConfig, tracking_uri: str, storage_path: str, timeout
     roles: list[Role] = []
     for role in ("trainer", "render"):
         bundle = _role_bundle(cfg, role)
-        if any(all(k.resources.get(r, 0.0) >= v for r, v in bundle.items()) for k in supply.kinds):
+        if any(fits(bundle, k.resources) for k in supply.kinds):
             roles.append(role)
         else:
             checks.append(Check("schedule", False, f"no {role} node: no node has {fmt_resources(bundle)}, and no "

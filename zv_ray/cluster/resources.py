@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 # Imported here, not inside the functions: the preflight runs right after ray.init, and under `ray job submit` on a
@@ -71,10 +71,14 @@ class NodeKind:
 class Supply:
     kinds: list[NodeKind]
     local: bool  # a local Ray this process started (its size is cluster.local_num_cpus)
-    free: dict[str, float] = field(default_factory=dict)  # what is unclaimed right now (other jobs hold the rest)
 
-    def capacity(self, resource: str, *, autoscaled: bool = True) -> float:
-        return sum(k.resources.get(resource, 0.0) * (k.count + (k.can_add if autoscaled else 0)) for k in self.kinds)
+    def capacity(self, resource: str) -> float:
+        return sum(k.resources.get(resource, 0.0) * (k.count + k.can_add) for k in self.kinds)
+
+    def describe(self, *, resources: bool = True) -> str:
+        """'1+8 x train_gpu (autoscaled) {CPU: 96, ...}, ...': alive count, + what autoscaling may add."""
+        return ", ".join(f"{k.count}{'+' + str(k.can_add) if k.can_add else ''} x {k.name}"
+                         + (f" {fmt_resources(k.resources)}" if resources else "") for k in self.kinds) or "no nodes"
 
     @property
     def autoscales(self) -> bool:
@@ -235,19 +239,19 @@ def autoscaler_node_types() -> list[tuple[str, dict[str, float], int]]:
 
 
 def cluster_supply(*, local: bool) -> Supply:
-    """After ray.init: every alive node, what autoscaling may add, and what is free right now."""
+    """After ray.init: every alive node, and what autoscaling may add."""
     import ray
 
     kinds = group_nodes(ray.nodes())
     if not local:
         kinds = add_autoscaling(kinds, autoscaler_node_types())
-    return Supply(kinds, local, _capacity(ray.available_resources()))
+    return Supply(kinds, local)
 
 
 # --- placement ----------------------------------------------------------------------------------------------
 
 
-def _fits(bundle: dict[str, float], node: dict[str, float]) -> bool:
+def fits(bundle: dict[str, float], node: dict[str, float]) -> bool:
     return all(node.get(k, 0.0) >= v - 1e-9 for k, v in bundle.items() if v > 0)
 
 
@@ -257,7 +261,7 @@ def _pack(phase: list[Group], supply: Supply) -> Group | None:
     nodes = [dict(k.resources) for k in supply.kinds for _ in range(k.count + min(k.can_add, len(requests)))]
     requests.sort(key=lambda r: tuple(-r[1].get(k, 0.0) for k in ("GPU", "CPU", "memory")))
     for group, bundle in requests:
-        node = next((n for n in nodes if _fits(bundle, n)), None)
+        node = next((n for n in nodes if fits(bundle, n)), None)
         if node is None:
             return group
         for k, v in bundle.items():
@@ -299,11 +303,10 @@ def _fix(resource: str, group: Group, supply: Supply, need: float, room: float |
 def shortfall(phases: list[list[Group]], supply: Supply) -> str | None:
     """None when every phase can be placed; else one line: the resource, what is needed, what exists, the fix."""
     where = "local Ray" if supply.local else "the cluster" + (" even with autoscaling" if supply.autoscales else "")
-    kinds = ", ".join(f"{k.count}{'+' + str(k.can_add) if k.can_add else ''} x {k.name} {fmt_resources(k.resources)}"
-                      for k in supply.kinds) or "no nodes"
+    kinds = supply.describe()
     for phase in phases:
         for group in phase:
-            if not any(_fits(group.bundle, k.resources) for k in supply.kinds):
+            if not any(fits(group.bundle, k.resources) for k in supply.kinds):
                 lacking = [r for r, v in group.bundle.items() if not any(k.resources.get(r, 0.0) >= v for k in supply.kinds)]
                 # A resource no node has at all (a GPU, a node type's custom resource) is the real news.
                 missing = min(lacking, key=lambda r: supply.capacity(r) > 0)
