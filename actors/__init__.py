@@ -5,5 +5,6 @@ A top-level package so it imports the same way from an installed wheel and under
 """
 
 from actors.render import MeshRenderActor, ZeroverseRenderActor
+from actors.samples import SampleActor
 
-__all__ = ["MeshRenderActor", "ZeroverseRenderActor"]
+__all__ = ["MeshRenderActor", "SampleActor", "ZeroverseRenderActor"]

@@ -1,4 +1,5 @@
-"""Generate + render Zeroverse objects, or render real meshes, inside Ray Data `map_batches` (one GL context per actor).
+"""Generate + render Zeroverse objects, or render real meshes, into dataset records inside Ray Data `map_batches`
+(one GL context per actor).
 
 Failure drill: `touch /tmp/arm && ZV_RAY_RENDER_FAULT_ARMED=/tmp/arm zv-ray dataset --n 8 --out DIR`;
 the first actor call that finds the file deletes it and kills its process, so Ray must restart the
@@ -8,7 +9,7 @@ actor and retry its batch (the same ids reproduce the same objects).
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -16,13 +17,13 @@ import pyarrow as pa
 from zv_ray.config import RunConfig
 from zv_ray.data.meshes import UnusableMesh, load_textured
 from zv_ray.data.schema import records_to_table
-from zv_ray.data.records import SAMPLE_COLUMNS, render_mesh, render_object, render_samples, skipped_record
+from zv_ray.data.records import render_mesh, render_object, skipped_record
 from zv_ray.render.renderer import Renderer
 
 FAULT_ENV = "ZV_RAY_RENDER_FAULT_ARMED"
 
 
-def _fault_drill() -> None:
+def fault_drill() -> None:
     marker = os.environ.get(FAULT_ENV)
     if not marker:
         return
@@ -34,43 +35,26 @@ def _fault_drill() -> None:
 
 
 class ZeroverseRenderActor:
-    """Batch {"id": [B] int64, offsets o from first_id} -> rendered objects first_id + o % count (view pass o // count).
+    """Batch {"id": [B] int64 offsets} -> objects first_id + offset as a pyarrow table in the dataset schema, every
+    render.num_views view at render.resolution (encoded per data.image_format)."""
 
-    output="samples" (the training stream): data.samples_per_object samples per object, each picking
-    train.num_input_views + num_target_views of its render.num_views cameras (inputs first, the
-    train.target_views rule), rendered at train.resolution: {object_id [N], rgb [N, V, H, W, 3] uint8,
-    intrinsics [N, V, 4], c2w [N, V, 4, 4]} with N = B x samples_per_object.
-    output="record": a pyarrow table in the dataset schema, every view at render.resolution (views
-    encoded per data.image_format)."""
-
-    def __init__(
-        self, config: dict[str, Any], first_id: int, output: Literal["samples", "record"] = "samples", count: int | None = None
-    ) -> None:
+    def __init__(self, config: dict[str, Any], first_id: int) -> None:
         self.cfg = RunConfig.model_validate(config)
         self.first_id = first_id
-        self.count = count  # ids per pass; None: offsets are ids (one pass)
-        self.output = output
-        resolution = self.cfg.train.resolution if output == "samples" else None
-        self.renderer = Renderer.from_config(self.cfg.render, resolution)
+        self.renderer = Renderer.from_config(self.cfg.render)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray] | pa.Table:
-        _fault_drill()
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        fault_drill()
         records = []
         for offset in batch["id"]:
-            view_pass, index = divmod(int(offset), self.count) if self.count else (0, int(offset))
-            object_id = self.first_id + index
+            object_id = self.first_id + int(offset)
             try:
-                if self.output == "record":
-                    records.append(render_object(self.cfg.seed, object_id, self.cfg, self.renderer))
-                else:
-                    records.append(render_samples(self.cfg.seed, object_id, self.cfg, self.renderer, view_pass))
+                records.append(render_object(self.cfg.seed, object_id, self.cfg, self.renderer))
             except Exception as err:
                 raise RuntimeError(
                     f"object {object_id} (seed {self.cfg.seed}) failed to generate or render: {err}"
                 ) from err
-        if self.output == "record":
-            return records_to_table(records, self.cfg.data.image_format, self.cfg.data.png_compress_level)
-        return {k: np.concatenate([r[k] for r in records]) for k in SAMPLE_COLUMNS}
+        return records_to_table(records, self.cfg.data.image_format, self.cfg.data.png_compress_level)
 
 
 class MeshRenderActor:
@@ -83,7 +67,7 @@ class MeshRenderActor:
         self.renderer = Renderer.from_config(self.cfg.render)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        _fault_drill()
+        fault_drill()
         records, skipped = [], []
         for path, source in zip(batch["path"], batch["source"]):
             try:

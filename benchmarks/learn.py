@@ -83,7 +83,7 @@ def train(model, optimizer, pool, cfg: RunConfig, device, budget_s: float, clock
     step, spent, next_mark, losses, started = 0, 0.0, 1, [], time.perf_counter()
     while spent < budget_s:
         t0 = clock()
-        objs = [pool[rng.randrange(len(pool))] for _ in range(tc.batch_size_per_worker)]
+        objs = [pool[rng.randrange(len(pool))] for _ in range(tc.global_batch_size)]
         stack = {k: torch.from_numpy(np.stack([o[k] for o in objs])) for k in ("rgba", "intrinsics", "c2w")}
         idx = pick_training_views(stack["c2w"], tc, view_rng)
         batch = make_view_batch(stack["rgba"], stack["intrinsics"], stack["c2w"], idx, tc.num_input_views, tc.resolution, device)

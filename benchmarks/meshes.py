@@ -55,7 +55,7 @@ def measure(backend: str, config: str | None, overrides: list[str], scans: int, 
     out["faces"] = [sum(len(g.faces) for g in scene.geometry.values()) for scene in scenes]
     out["meshes_s"] = cpu_seconds(meshes, batches)
     meshes.renderer.close()
-    generated = ZeroverseRenderActor(cfg.model_dump(mode="json"), 0, "record")
+    generated = ZeroverseRenderActor(cfg.model_dump(mode="json"), 0)
     generated({"id": [0]})
     out["zeroverse_s"] = cpu_seconds(generated, [{"id": [i]} for i in range(1, zeroverse + 1)])
     generated.renderer.close()

@@ -43,6 +43,7 @@ def measure(backend: str, config: str | None, overrides: list[str], objects: int
     import numpy as np
 
     from actors.render import ZeroverseRenderActor
+    from actors.samples import SampleActor
     from zv_ray.config import load_config
     from zv_ray.data.records import object_cameras, render_object, sample_picks
     from zv_ray.render.renderer import Renderer
@@ -51,7 +52,7 @@ def measure(backend: str, config: str | None, overrides: list[str], objects: int
     ids = range(1, objects + 1)
     out: dict = {"backend": backend, "objects": objects, "render": cfg.render.model_dump(), "train_res": cfg.train.resolution,
                  "views_per_sample": cfg.train.num_input_views + cfg.train.num_target_views, "stream": {}}
-    dataset = ZeroverseRenderActor(cfg.model_dump(mode="json"), 0, "record")
+    dataset = ZeroverseRenderActor(cfg.model_dump(mode="json"), 0)
     dataset({"id": [0]})  # warm-up: GL context, shader compile, codecs (once per actor)
     out["dataset_s"] = cpu_seconds(dataset, ids)
     dataset.renderer.close()
@@ -61,11 +62,13 @@ def measure(backend: str, config: str | None, overrides: list[str], objects: int
         out["baseline_s"] = cpu_seconds(lambda batch: render_object(old.seed, int(batch["id"][0]), old, renderer), ids)
     for k in ks:
         kcfg = load_config(config, [*overrides, f"data.samples_per_object={k}"])
-        actor = ZeroverseRenderActor(kcfg.model_dump(mode="json"), 0, "samples")
+        samples = SampleActor(kcfg.model_dump(mode="json"), [{"kind": "zeroverse", "first_id": 0, "count": objects + 1}])
+        actor = lambda batch: samples({"unit": np.asarray(batch["id"]), "source": np.zeros(1, np.int64),  # noqa: E731
+                                       "index": np.asarray(batch["id"]), "view_pass": np.zeros(1, np.int64)})
         actor({"id": [0]})
         rendered = sum(len(np.unique(sample_picks(kcfg, i, 0, object_cameras(kcfg.seed, i, kcfg.render)[1]))) for i in ids)  # views rendered (each once per object)
         out["stream"][k] = {"cpu_s": cpu_seconds(actor, ids), "views_rendered": rendered}
-        actor.renderer.close()
+        samples.renderer.close()
     return out
 
 

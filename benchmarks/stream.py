@@ -39,19 +39,23 @@ def batch_bytes(batch: dict[str, np.ndarray]) -> int:
 
 def account(cfg: RunConfig, objects: int) -> dict[str, float]:
     """Stream vs full renders of the same ids: pixels rendered per pixel trained, bytes per training sample."""
+    import pyarrow as pa
+
     from zv_ray.data.records import object_cameras, sample_picks
-    from zv_ray.pipeline import render_stream
+    from zv_ray.pipeline import render_stream, unit_stream
 
     per_sample_views = cfg.train.num_input_views + cfg.train.num_target_views
     trained = rendered = samples = stream_bytes = 0
-    for batch in render_stream(cfg, 0, objects, "samples").iter_batches(batch_size=None):  # one pass of views
+    ids = np.arange(objects, dtype=np.int64)
+    units = pa.table({"unit": ids, "source": 0 * ids, "index": ids, "view_pass": 0 * ids})  # one pass of views
+    for batch in unit_stream(cfg, zeroverse_source(objects), units, 2).iter_batches(batch_size=None):
         samples += len(batch["object_id"])
         stream_bytes += batch_bytes(batch)
         trained += batch["rgb"].shape[0] * batch["rgb"].shape[1] * cfg.train.resolution**2
     # Each object's views are rendered once (render_samples), at train.resolution.
     rendered = sum(len(np.unique(sample_picks(cfg, i, 0, object_cameras(cfg.seed, i, cfg.render)[1]))) for i in range(objects)) * cfg.train.resolution**2
     full_cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"image_format": "raw"})})
-    full = render_stream(full_cfg, 0, objects, "record").iter_batches(batch_size=None, batch_format="pyarrow")
+    full = render_stream(full_cfg, 0, objects).iter_batches(batch_size=None, batch_format="pyarrow")
     full_bytes = sum(table.nbytes for table in full)  # raw views: what the stream shipped per sample before
     full_pixels = objects * cfg.render.num_views * cfg.render.resolution**2
     return {
@@ -59,6 +63,11 @@ def account(cfg: RunConfig, objects: int) -> dict[str, float]:
         "bytes_per_sample": stream_bytes / samples, "baseline_ratio": full_pixels / (objects * per_sample_views * cfg.train.resolution**2),
         "baseline_bytes_per_sample": full_bytes / objects,
     }
+
+
+def zeroverse_source(objects: int) -> list[dict]:
+    """pipeline.source_sets for Zeroverse ids 0 .. objects - 1 alone."""
+    return [{"kind": "zeroverse", "first_id": 0, "count": objects}]
 
 
 def fed_trainer(cfg: RunConfig, trainer: Path, overrides: list[str]) -> RunConfig:
@@ -79,7 +88,7 @@ def data_wait(cfg: RunConfig, trainer: Path, actors: int, steps: int, overrides:
     from zv_ray.train.trainer import run_training
 
     fed = fed_trainer(cfg, trainer, overrides)
-    batch = fed.train.batch_size_per_worker * fed.cluster.num_workers
+    batch = fed.train.global_batch_size
     fed = fed_trainer(cfg, trainer, [
         *overrides, f"data.num_generator_actors={actors}", f"data.num_objects={-(-steps * batch // fed.data.samples_per_object)}",
         "data.materialize=false", "data.num_val_objects=0", f"train.steps={steps}", f"train.log_every={steps // 2}",
@@ -96,13 +105,13 @@ def actor_memory(config: dict, objects: int, every: int = 50) -> dict[str, float
     """Runs inside a Ray worker: the generator actor class over `objects` ids; RSS samples and peak, MB."""
     import psutil
 
-    from actors.render import ZeroverseRenderActor
+    from actors.samples import SampleActor
 
-    actor = ZeroverseRenderActor(config, first_id=0, output="samples")
+    actor = SampleActor(config, zeroverse_source(objects))
     proc, rss = psutil.Process(), []
     start = time.process_time()
     for i in range(objects):
-        actor({"id": np.array([i])})
+        actor({"unit": np.array([i]), "source": np.array([0]), "index": np.array([i]), "view_pass": np.array([0])})
         if (i + 1) % every == 0:
             rss.append(proc.memory_info().rss / 2**20)
     return {"rss": rss, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

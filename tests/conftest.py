@@ -39,7 +39,7 @@ TINY_RUN = [
     "zeroverse.mesh_resolution=8", "zeroverse.texture.resolution=32", "render.num_views=6", "render.resolution=32",
     "data.num_objects=2", "data.materialize=true", "data.num_val_objects=1", "data.num_generator_actors=1",
     "model.width=32", "model.depth=1", "model.num_heads=2", "loss.perceptual_weight=0",
-    "train.resolution=16", "train.num_input_views=2", "train.num_target_views=2", "train.batch_size_per_worker=2",
+    "train.resolution=16", "train.num_input_views=2", "train.num_target_views=2", "train.global_batch_size=2",
     "train.steps=4", "train.warmup_steps=1", "train.log_every=2", "train.checkpoint_every=2", "train.eval_every=4",
 ]
 

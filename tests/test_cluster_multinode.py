@@ -136,8 +136,8 @@ def run_b(cluster, job, runs, dataset, resumed_a) -> str:
     """Run b: 2 steps on the S3 dataset, initialised from run a's last checkpoint (step 6). Its learning rate is
     1e-9, so its weights stay a's to ~1e-8: what init_from loaded is checkable in its own checkpoint."""
     address, env, _ = cluster
-    submit_and_wait(address, env, [*job, "--set", "cluster.run_name=b", "--set", "data.source=parquet",
-                                   "--set", f"data.parquet_path={dataset}", "--set", f"train.init_from={runs}/a",
+    submit_and_wait(address, env, [*job, "--set", "cluster.run_name=b", "--set",
+                                   f"data.sources=[{{kind: parquet, path: {dataset}}}]", "--set", f"train.init_from={runs}/a",
                                    "--set", "train.steps=2", "--set", "train.warmup_steps=0", "--set", "train.lr=1e-9"])
     return f"{runs}/b"
 

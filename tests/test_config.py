@@ -23,13 +23,13 @@ def test_shipped_configs_validate(path, tmp_path):
 
 
 def test_paper_configs_match_the_papers():
-    """RECIPE.md: 80K steps at 256 px, batch 8 on 64 GPUs, AdamW 4e-4 with 2K warm-up; then 20K at 512 px, batch 2,
+    """RECIPE.md: 80K steps at 256 px, batch 512 (8 on each of 64 GPUs), AdamW 4e-4 with 2K warm-up; then 20K at 512 px, batch 128 (2 per GPU),
     1e-4 with 500 warm-up, initialized from stage 1's run with the same model and objects."""
     stage1, stage2 = load_config(CONFIG_DIR / "paper.yaml"), load_config(CONFIG_DIR / "paper_512.yaml")
-    for cfg, want in [(stage1, {"train.steps": 80_000, "train.resolution": 256, "train.batch_size_per_worker": 8,
+    for cfg, want in [(stage1, {"train.steps": 80_000, "train.resolution": 256, "train.global_batch_size": 512, "train.micro_batch_size": 8,
                                 "train.lr": 4e-4, "train.warmup_steps": 2000, "loss.perceptual_start_step": 5000,
                                 "train.init_from": None}),
-                      (stage2, {"train.steps": 20_000, "train.resolution": 512, "train.batch_size_per_worker": 2,
+                      (stage2, {"train.steps": 20_000, "train.resolution": 512, "train.global_batch_size": 128, "train.micro_batch_size": 2,
                                 "train.lr": 1e-4, "train.warmup_steps": 500, "loss.perceptual_start_step": 500})]:
         both = {"cluster.num_workers": 64, "cluster.use_gpu": True, "train.betas": [0.9, 0.95], "train.weight_decay": 0.05,
                 "train.grad_clip": 1.0, "train.skip_grad_norm": 20.0, "loss.perceptual_weight": 0.2}
@@ -47,7 +47,7 @@ def test_local_configs_fit_this_machine():
     assert not tiny.cluster.use_gpu and tiny.loss.perceptual_weight == 0
     assert tiny.cluster.local_num_cpus > tiny.cluster.num_workers * tiny.cluster.cpus_per_worker
     gpu = load_config(CONFIG_DIR / "gpu.yaml")  # its comment: every object used once
-    assert gpu.data.num_objects * gpu.data.samples_per_object == gpu.train.steps * gpu.train.batch_size_per_worker
+    assert gpu.data.num_objects * gpu.data.samples_per_object == gpu.train.steps * gpu.train.global_batch_size
 
 
 def test_unknown_key_is_named(tmp_path):

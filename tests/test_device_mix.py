@@ -46,7 +46,7 @@ def meta_autocast(monkeypatch):
 def _cfg() -> RunConfig:
     return RunConfig(
         model=ModelConfig(**TINY, bf16=True, grad_checkpoint=True),
-        train={"resolution": TRAIN_RES, "batch_size_per_worker": 2, "num_input_views": 4, "num_target_views": 4},
+        train={"resolution": TRAIN_RES, "global_batch_size": 2, "num_input_views": 4, "num_target_views": 4},
     )
 
 
@@ -65,7 +65,7 @@ def _to_device(model: torch.nn.Module) -> torch.nn.Module:
 def _device_batch(cfg: RunConfig):
     """What the loop builds from one Ray batch that is already on the device. The view choice reads camera
     values, which meta lacks, so it runs on the same cameras on the CPU: its indices are CPU tensors."""
-    b, tc = cfg.train.batch_size_per_worker, cfg.train
+    b, tc = cfg.train.global_batch_size, cfg.train
     rgba = torch.empty(b, VIEWS, RENDER_RES, RENDER_RES, 4, dtype=torch.uint8, device=DEVICE)
     intrinsics, c2w = (t.expand(b, *t.shape[1:]) for t in ring(VIEWS, RENDER_RES))
     idx = pick_view_indices(c2w, tc.num_input_views, tc.num_target_views, torch.Generator().manual_seed(0))

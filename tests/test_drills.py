@@ -57,6 +57,13 @@ def train_in_background(cfg) -> tuple[threading.Thread, dict]:
     return thread, box
 
 
+def consumed_object_ids(run_dir: Path) -> list[int]:
+    """The object ids every rank trained on, step by step (train.audit_consumed_ids: [source, object id, sample]
+    per sample)."""
+    lines = [json.loads(line) for f in sorted((run_dir / "consumed_ids").glob("rank*.jsonl")) for line in f.open()]
+    return [sample[-2] for record in sorted(lines, key=lambda r: r["step"]) for sample in record["samples"]]
+
+
 def last_logged_step(db: Path) -> int:
     client = MlflowClient(f"sqlite:///{db}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
@@ -70,7 +77,7 @@ def frozen_inside_a_render_call() -> psutil.Process | None:
     def in_call(proc: psutil.Process) -> bool:
         return " ".join(proc.cmdline()).strip().endswith(".submit")
 
-    for proc in ray_processes("ZeroverseRenderActor"):
+    for proc in ray_processes("SampleActor"):
         try:
             if in_call(proc):
                 proc.suspend()
@@ -92,8 +99,8 @@ def test_killed_generator_actor_loses_and_duplicates_no_object(tmp_path, monkeyp
     # One epoch of 8 objects, batch 1, 2 actors with up to 2 batches each in flight (Ray Data's default).
     cfg = load_config(None, [*TINY, f"cluster.storage_path={tmp_path}", "cluster.run_name=gen-kill",
                              "data.num_objects=8", "data.materialize=false", "data.num_generator_actors=2",
-                             "train.batch_size_per_worker=1",
-                             "data.samples_per_object=1", "data.shuffle_window=0",  # one sample per id, in stream order
+                             "train.global_batch_size=1", "train.audit_consumed_ids=true",
+                             "data.samples_per_object=1", "data.shuffle_window=1",  # one sample per id, in id order
                              "train.steps=8", "train.checkpoint_every=8", "zeroverse.mesh_resolution=24"])
     db = tmp_path / "mlflow.db"
     thread, box = train_in_background(cfg)
@@ -112,7 +119,7 @@ def test_killed_generator_actor_loses_and_duplicates_no_object(tmp_path, monkeyp
     try:
         wait_for(lambda: last_logged_step(db) >= 1 or not thread.is_alive(), 300, "a step on the other actor's objects")
         assert thread.is_alive() and last_logged_step(db) < 8, box
-        pool = {p.pid for p in ray_processes("ZeroverseRenderActor")}
+        pool = {p.pid for p in ray_processes("SampleActor")}
         arm.touch()  # the next actor call to start deletes it and exits at once, its object unrendered (actors/render.py)
     finally:
         held.resume()
@@ -120,18 +127,18 @@ def test_killed_generator_actor_loses_and_duplicates_no_object(tmp_path, monkeyp
     assert not arm.exists(), "no actor call started after arming: nothing died mid-stream"
     assert thread.is_alive()
     # A pool of 2 showing a third process: Ray replaced the dead actor (which reruns its batch, checked below).
-    wait_for(lambda: {p.pid for p in ray_processes("ZeroverseRenderActor")} - pool or not thread.is_alive(), 120,
+    wait_for(lambda: {p.pid for p in ray_processes("SampleActor")} - pool or not thread.is_alive(), 120,
              "the replacement actor")
-    assert {p.pid for p in ray_processes("ZeroverseRenderActor")} - pool, "no replacement actor appeared"
+    assert {p.pid for p in ray_processes("SampleActor")} - pool, "no replacement actor appeared"
     thread.join(600)
     assert "error" not in box, box.get("error")
-    consumed = json.loads((tmp_path / "gen-kill" / "consumed_ids" / "rank0.json").read_text())
-    assert sorted(consumed) == list(range(8)), consumed
+    consumed = consumed_object_ids(tmp_path / "gen-kill")
+    assert consumed == list(range(8)), consumed
 
 
 def test_killed_train_worker_resumes_from_last_checkpoint(tmp_path):
     cfg = load_config(None, [*TINY, f"cluster.storage_path={tmp_path}", "cluster.run_name=worker-kill",
-                             "data.num_objects=2", "data.materialize=true", "train.batch_size_per_worker=2", "train.steps=30",
+                             "data.num_objects=2", "data.materialize=true", "train.global_batch_size=2", "train.steps=30",
                              "train.checkpoint_every=5"])
     thread, box = train_in_background(cfg)
     run_dir = tmp_path / "worker-kill"
@@ -163,8 +170,8 @@ def test_corrupt_parquet_shard_fails_before_training_naming_it_or_is_skipped(tmp
     victim = Path(shard_paths(shards)[1])
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
 
-    parquet = [*base, "data.source=parquet", f"data.parquet_path={shards}", "train.batch_size_per_worker=2",
-               "train.steps=2", "train.checkpoint_every=2"]
+    parquet = [*base, f"data.sources=[{{kind: parquet, path: {shards}}}]", "train.global_batch_size=2",
+               "train.steps=2", "train.checkpoint_every=2", "train.audit_consumed_ids=true"]
     with pytest.raises(CorruptShardError, match=victim.name):
         run_training(load_config(None, [*parquet, "cluster.run_name=corrupt-fail"]))
     # Named before any training: no run folder (so no checkpoint), no MLflow run.
@@ -178,8 +185,8 @@ def test_corrupt_parquet_shard_fails_before_training_naming_it_or_is_skipped(tmp
     with caplog.at_level("WARNING"):
         outcome = run_training(load_config(None, [*parquet, "cluster.run_name=corrupt-skip", "data.on_corrupt=skip"]))
     assert victim.name in caplog.text and "skip" in caplog.text.lower()
-    consumed = json.loads((tmp_path / "runs" / "corrupt-skip" / "consumed_ids" / "rank0.json").read_text())
-    assert not {2, 3} & set(consumed) and set(consumed) <= {0, 1, 4, 5}
+    consumed = consumed_object_ids(tmp_path / "runs" / "corrupt-skip")
+    assert len(consumed) == 4 and set(consumed) <= {0, 1, 4, 5}
     assert load_checkpoint(outcome.checkpoint)["step"] == 2
 
 

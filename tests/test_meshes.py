@@ -25,7 +25,8 @@ from zv_ray.data.meshes import UnusableMesh, load_textured, mesh_entries, meshes
 from zv_ray.data.parquet import NothingRendered, read_shards, valid_shards, write_shard
 from zv_ray.data.records import render_object, source_id
 from zv_ray.data.schema import SCHEMA, SCHEMA_V1, SKIPPED, ZEROVERSE_SOURCE, records_to_table
-from zv_ray.pipeline import SKIPPED_FILE, _finish, _write_batch, decode_samples
+from actors.samples import SampleActor
+from zv_ray.pipeline import SKIPPED_FILE, _finish, _write_batch
 from zv_ray.render.cameras import sample_cameras
 
 TRAIN_GSO = REPO.parent / "shared" / "train" / "gso"
@@ -157,10 +158,11 @@ def test_zeroverse_rows_say_so_and_version_1_shards_still_read(tmp_path):
     (back,) = read_shards(tmp_path)
     assert back["source"] == ZEROVERSE_SOURCE and back["object_id"] == 5
     np.testing.assert_array_equal(back["rgba"], record["rgba"])
-    samples = decode_samples(old.append_column("path", [["x"]]),
-                             load_config(None, ["render.num_views=2", "train.num_input_views=1", "train.num_target_views=1"]
-                                         ).model_dump(mode="json"), view_pass=0)
-    assert samples["rgb"].shape[1:] == (2, 16, 16, 3)
+    train = load_config(None, ["render.num_views=2", "train.num_input_views=1", "train.num_target_views=1",
+                               "train.resolution=8", "model.patch_size=4"])  # stored at 16 px, trained at 8
+    actor = SampleActor(train.model_dump(mode="json"), [{"kind": "parquet", "shards": [[valid_shards(tmp_path)[0], 1]]}])
+    samples = actor({k: np.array([v]) for k, v in {"unit": 7, "source": 0, "index": 0, "view_pass": 0}.items()})
+    assert samples["rgb"].shape[1:] == (2, 8, 8, 3) and (samples["object_id"] == 5).all() and (samples["unit"] == 7).all()
     with pytest.raises(ValueError, match="missing.*source"):
         write_shard(old, tmp_path)  # new shards are always version 2
 

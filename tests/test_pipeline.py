@@ -1,6 +1,6 @@
-"""Ray Data pipelines on a local Ray: every requested id's samples exactly once through an actor crash, and
-the `zv-ray dataset` command's Parquet shards, which read back (directly and as a stream) to the pixels the
-training stream rendered for the same cameras."""
+"""Ray Data pipelines on a local Ray: every requested unit's samples exactly once, in order, through an actor crash,
+and the `zv-ray dataset` command's Parquet shards, which read back (directly and as a training stream) to the pixels
+the training stream rendered for the same cameras."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
@@ -17,8 +18,9 @@ from typer.testing import CliRunner
 from actors.render import FAULT_ENV
 from zv_ray.config import load_config
 from zv_ray.data.parquet import read_shards, valid_shards
-from zv_ray.pipeline import object_stream, write_dataset
+from zv_ray.data.plan import DataPlan
 from zv_ray.data.schema import SCHEMA
+from zv_ray.pipeline import source_sets, unit_stream, write_dataset
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -30,9 +32,23 @@ TINY = tiny(
     "data.materialize=false",
     "data.num_generator_actors=2",
     "data.samples_per_object=3",
-    "train.steps=6",  # x batch 6 = 36 samples: two passes over 6 ids x 3 samples
-    "train.batch_size_per_worker=6",
+    "data.shuffle_window=3",
+    "data.num_objects=6",
+    "data.first_object_id=100",
+    "train.global_batch_size=6",  # 6 steps x 6 = 36 samples: two passes over 6 ids x 3 samples
 )
+STEPS = 6
+
+
+def stream(cfg) -> list[dict]:
+    """The units of STEPS steps of every slot (one worker), through the worker's stream, in the order it yields them."""
+    sources = source_sets(cfg)
+    plan = DataPlan.from_config(cfg, [s["count"] for s in sources])
+    units = plan.units_for(range(plan.batch), 0, STEPS)
+    source, index, visit = plan.locate(units)
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    table = pa.table({"unit": units, "source": source, "index": index, "view_pass": visit})
+    return list(unit_stream(cfg, sources, table, 2).iter_batches(batch_size=None))
 
 
 @pytest.fixture(scope="module")
@@ -46,20 +62,22 @@ def fault_marker(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def streamed(fault_marker) -> dict[int, list[dict]]:
-    """Ids 100..105 through the online stream (two passes), consumed the way Ray Train consumes it, while one
-    of the two actors crashes once: Ray restarts it and retries its batch."""
-    cfg = load_config(None, TINY)
+    """Ids 100..105 through a worker's stream (two passes), while one of the two actors crashes once: Ray restarts
+    it and retries its batch. Checks the units come in unit order; returns each object's samples."""
     fault_marker.touch()
+    batches = stream(load_config(None, TINY))
+    assert not fault_marker.exists(), "the fault drill did not fire"
+    units = [int(u) for b in batches for u in b["unit"][:: b["sample"].max() + 1]]
+    assert units == sorted(units) and len(units) == len(set(units)) == 12  # the feed takes them in this order
     rows: dict[int, list[dict]] = {}
-    for batch in object_stream(cfg, 100, 6).iter_torch_batches(batch_size=2):
+    for batch in batches:
         assert batch["rgb"].shape[1:] == (4, 32, 32, 3) and batch["c2w"].shape[1:] == (4, 4, 4)
         for k, object_id in enumerate(batch["object_id"].tolist()):
-            rows.setdefault(object_id, []).append({key: batch[key][k].numpy() for key in ("rgb", "intrinsics", "c2w")})
-    assert not fault_marker.exists(), "the fault drill did not fire"
+            rows.setdefault(object_id, []).append({key: batch[key][k] for key in ("rgb", "intrinsics", "c2w")})
     return rows
 
 
-def test_stream_yields_each_requested_id_once_through_an_actor_crash(streamed):
+def test_stream_yields_each_requested_unit_once_through_an_actor_crash(streamed):
     assert sorted(streamed) == list(range(100, 106))
     assert all(len(samples) == 6 for samples in streamed.values()), {i: len(s) for i, s in streamed.items()}
     first = streamed[100]
@@ -96,10 +114,11 @@ def test_dataset_command_writes_shards_with_the_streamed_pixels(streamed, tmp_pa
 
     # Trained from these shards, each object serves the very samples the online stream served: the same views
     # of the same cameras, chosen in one place (records.sample_picks, pure in seed, id and view pass).
-    from_parquet = load_config(None, [*TINY, "data.source=parquet", f"data.parquet_path={tmp_path}"])
+    from_parquet = load_config(None, [*TINY, f"data.sources=[{{kind: parquet, path: {tmp_path}}}]"])
     from_shards: dict[int, list[dict]] = {}
-    for row in object_stream(from_parquet, 0, 0).iter_rows():
-        from_shards.setdefault(int(row["object_id"]), []).append(row)
+    for batch in stream(from_parquet):
+        for k, object_id in enumerate(batch["object_id"].tolist()):
+            from_shards.setdefault(object_id, []).append({key: batch[key][k] for key in ("rgb", "intrinsics", "c2w")})
     assert sorted(from_shards) == list(range(100, 106))
     key = lambda s: (s["c2w"].tobytes(), s["intrinsics"].tobytes(), s["rgb"].tobytes())  # noqa: E731
     for object_id, samples in streamed.items():

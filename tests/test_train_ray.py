@@ -33,7 +33,7 @@ def test_two_workers_learn_and_log_to_mlflow(tmp_path):
     cfg = tiny_config(
         tmp_path, "learn",
         "cluster.num_workers=2", "data.num_objects=4", "data.num_val_objects=2",
-        "train.batch_size_per_worker=2", "train.steps=30", "train.eval_every=30",
+        "train.global_batch_size=4", "train.steps=30", "train.eval_every=30",
         "train.checkpoint_every=15", "train.image_every=15",
     )
     out = io.StringIO()
@@ -61,7 +61,7 @@ def test_two_workers_learn_and_log_to_mlflow(tmp_path):
 
 
 def test_resume_continues_step_counter_and_optimizer_state(tmp_path):
-    common = ("data.num_objects=2", "train.batch_size_per_worker=2", "train.steps=12", "train.checkpoint_every=6",
+    common = ("data.num_objects=2", "train.global_batch_size=2", "train.steps=12", "train.checkpoint_every=6",
               "data.num_val_objects=0", "data.samples_per_object=1")  # one batch per epoch: a resume restarts none mid-epoch
     straight = run_training(tiny_config(tmp_path, "straight", *common))
 
@@ -87,7 +87,7 @@ def test_worker_fault_restores_from_checkpoint_and_finishes(tmp_path, monkeypatc
     marker = tmp_path / "fault-fired"
     monkeypatch.setenv("ZV_RAY_FAULT_AT_STEP", "7")
     monkeypatch.setenv("ZV_RAY_FAULT_MARKER", str(marker))
-    cfg = tiny_config(tmp_path, "fault", "data.num_objects=2", "train.batch_size_per_worker=2", "train.steps=10",
+    cfg = tiny_config(tmp_path, "fault", "data.num_objects=2", "train.global_batch_size=2", "train.steps=10",
                       "train.checkpoint_every=4", "data.num_val_objects=0")
     outcome = run_training(cfg)
     assert marker.exists(), "the injected fault never fired"

@@ -1,6 +1,7 @@
-"""Ray Data pipelines: object ids -> generator+renderer actors -> a training stream or Parquet shards.
+"""Ray Data pipelines: work items -> generator+renderer actors -> a training stream or Parquet shards.
 
-    object_stream(cfg, first_id, count)                        # feeds TorchTrainer(datasets={"train": ...})
+    unit_stream(cfg, sources, units, pool_size)                # one train worker's samples (zv_ray.train.feed)
+    materialized_units(cfg, sources)                           # data.materialize: every object once, before training
     write_dataset(cfg, out_dir, count)                         # `zv-ray dataset`
     write_mesh_dataset(cfg, root, files, folders, out_dir)     # `zv-ray dataset --meshes`
     write_rendered_dataset(cfg, root, folders, skipped, out)   # `zv-ray dataset --rendered`
@@ -27,9 +28,9 @@ import pyarrow.compute as pc
 from zv_ray.config import RunConfig
 from zv_ray.data.layout import read_object_folder
 from zv_ray.data.meshes import meshes_under
-from zv_ray.data.parquet import CorruptShardError, NothingRendered, open_shard, valid_shards, write_shard
-from zv_ray.data.records import MESH_SOURCE, RENDERED_SOURCE, SAMPLE_COLUMNS, skipped_record, source_name, stored_samples
-from zv_ray.data.schema import SCHEMA, SKIPPED, RecordError, records_to_table, row_to_record
+from zv_ray.data.parquet import NothingRendered, shard_sizes, write_shard
+from zv_ray.data.records import MESH_SOURCE, RENDERED_SOURCE, skipped_record, source_name
+from zv_ray.data.schema import SCHEMA, SKIPPED, records_to_table
 from zv_ray.io import storage
 
 if TYPE_CHECKING:
@@ -76,40 +77,30 @@ def generator_memory_bytes(cfg: RunConfig, output: Literal["samples", "record"])
     return int(_MARGIN * (fixed_mb * 2**20 + per_object + mesh))
 
 
-def stream_passes(cfg: RunConfig, count: int) -> int:
-    """Passes over `count` ids that one training run reads, streamed back to back: each pass draws new view
-    subsets of the same objects, as the paper's epochs drew new views of its 800K renders. A materialized
-    set is rendered once (one pass, its samples fixed)."""
-    if cfg.data.materialize:
-        return 1
-    samples = cfg.train.steps * cfg.train.batch_size_per_worker * cfg.cluster.num_workers
-    return max(1, -(-samples // (count * cfg.data.samples_per_object)))
-
-
-def render_stream(
-    cfg: RunConfig, first_id: int, count: int, output: Literal["samples", "record"], passes: int = 1
-) -> Dataset:
-    """Ids 0 .. count * passes - 1 -> ZeroverseRenderActor pool: ids first_id .. first_id + count - 1,
-    `passes` times (offset o is object first_id + o % count in view pass o // count)."""
+def render_stream(cfg: RunConfig, first_id: int, count: int) -> Dataset:
+    """Ids first_id .. first_id + count - 1 -> ZeroverseRenderActor pool -> dataset records."""
     import ray.data
 
     from actors import ZeroverseRenderActor
 
-    total = count * passes
-    # Id blocks are put in the object store by the driver, not read by Ray Data's read tasks: a read task
-    # holds a CPU of its own, and with the actors holding every CPU of a small node it never starts (a silent
-    # hang on a 2-CPU head). The blocks take no resources, so the actors' request is the whole demand.
-    bounds = np.linspace(0, total, min(total, _MAX_ID_BLOCKS) + 1).astype(np.int64)
-    ids = ray.data.from_arrow([pa.table({"id": np.arange(a, b, dtype=np.int64)}) for a, b in zip(bounds, bounds[1:])])
+    ids = ray.data.from_arrow(_blocks(pa.table({"id": np.arange(count, dtype=np.int64)})))
     return ids.map_batches(
         ZeroverseRenderActor,
-        fn_constructor_kwargs={"config": cfg.model_dump(mode="json"), "first_id": first_id, "count": count, "output": output},
-        **_actor_pool(cfg, output),
+        fn_constructor_kwargs={"config": cfg.model_dump(mode="json"), "first_id": first_id},
+        **_actor_pool(cfg, "record", cfg.data.num_generator_actors),
     )
 
 
-def _actor_pool(cfg: RunConfig, output: Literal["samples", "record"]) -> dict[str, Any]:
-    """map_batches options of the generator+renderer actors: one object per call, data.* resources.
+def _blocks(table: pa.Table) -> list[pa.Table]:
+    """A table of work items as object-store blocks, put there by the driver rather than read by Ray Data's read
+    tasks: a read task holds a CPU of its own, and with the actors holding every CPU of a small node it never starts
+    (a silent hang on a 2-CPU head). One item per block balances the actors, capped (_MAX_ID_BLOCKS)."""
+    bounds = np.linspace(0, table.num_rows, min(table.num_rows, _MAX_ID_BLOCKS) + 1).astype(np.int64)
+    return [table.slice(a, b - a) for a, b in zip(bounds, bounds[1:])]
+
+
+def _actor_pool(cfg: RunConfig, output: Literal["samples", "record"], size: int) -> dict[str, Any]:
+    """map_batches options of `size` generator+renderer actors: one item per call, data.* resources.
 
     Ray Data's actor pools restart a dead actor and retry its in-flight batch without limit (its default); a
     Python exception is not retried and fails the run, naming the object."""
@@ -118,7 +109,7 @@ def _actor_pool(cfg: RunConfig, output: Literal["samples", "record"]) -> dict[st
     data = cfg.data
     return {
         "batch_size": 1,
-        "compute": ray.data.ActorPoolStrategy(size=data.num_generator_actors),
+        "compute": ray.data.ActorPoolStrategy(size=size),
         "num_cpus": data.generator_num_cpus,
         "num_gpus": data.generator_num_gpus,
         "memory": generator_memory_bytes(cfg, output),
@@ -126,52 +117,48 @@ def _actor_pool(cfg: RunConfig, output: Literal["samples", "record"]) -> dict[st
     }
 
 
-def object_stream(cfg: RunConfig, first_id: int, count: int) -> Dataset:
-    """The training stream, a ray.data.Dataset of samples with numpy tensor columns (records.SAMPLE_COLUMNS):
-    object_id int64, rgb [V, H, W, 3] uint8 (on white), intrinsics [V, 4], c2w [V, 4, 4], where the V =
-    train.num_input_views + num_target_views views (inputs first) are chosen by records.sample_picks, pure in
-    (seed, object id, view pass), whatever the source: each object serves data.samples_per_object samples per
-    pass, for as many passes as train.steps needs (stream_passes).
+def source_sets(cfg: RunConfig) -> list[dict[str, Any]]:
+    """How the actors reach each data.sources entry, and its size: {"kind": "zeroverse", "first_id", "count"} or
+    {"kind": "parquet", "shards": [[path, objects], ...], "count"} (every footer checked here, once, by the driver:
+    a corrupt shard is named before any cluster work)."""
+    out = []
+    for src in cfg.data.sources:
+        if src.kind == "zeroverse":
+            out.append({"kind": "zeroverse", "first_id": cfg.data.first_object_id, "count": cfg.data.num_objects})
+        else:
+            shards = shard_sizes(src.path, cfg.data.on_corrupt)
+            out.append({"kind": "parquet", "shards": [list(s) for s in shards], "count": sum(n for _, n in shards)})
+    return out
 
-    data.source "online": ids first_id .. first_id + count - 1, generated and rendered at train.resolution by
-    the actors. data.source "parquet": every object of every valid shard under data.parquet_path, its picked
-    views at their stored resolution (the trainer resizes; first_id and count are ignored: the shards are the
-    dataset)."""
-    if cfg.data.source == "online":
-        return render_stream(cfg, first_id, count, "samples", stream_passes(cfg, count))
+
+def generator_pool_size(cfg: RunConfig, workers: int) -> int:
+    """Actors of each train worker's stream: data.num_generator_actors shared out over the workers."""
+    return -(-cfg.data.num_generator_actors // workers)
+
+
+def unit_stream(cfg: RunConfig, sources: list[dict[str, Any]], units: pa.Table, pool_size: int) -> Dataset:
+    """One train worker's stream: `units` (columns unit, source, index, view_pass: zv_ray.data.plan, in unit order)
+    -> `pool_size` SampleActors -> each unit's samples (actors.samples.UNIT_COLUMNS + records.SAMPLE_COLUMNS), in the
+    same order (the caller sets DataContext.execution_options.preserve_order)."""
     import ray.data
 
-    paths = [str(p) for p in valid_shards(cfg.data.parquet_path, cfg.data.on_corrupt)]
-    objects = sum(open_shard(p).metadata.num_rows for p in paths)
-    config = cfg.model_dump(mode="json")
-    passes = [
-        ray.data.read_parquet(paths, include_paths=True).map_batches(
-            decode_samples, batch_format="pyarrow",
-            fn_kwargs={"config": config, "view_pass": view_pass, "on_corrupt": cfg.data.on_corrupt})
-        for view_pass in range(stream_passes(cfg, objects))
-    ]
-    return passes[0].union(*passes[1:]) if len(passes) > 1 else passes[0]
+    from actors import SampleActor
+
+    return ray.data.from_arrow(_blocks(units)).map_batches(
+        SampleActor, fn_constructor_kwargs={"config": cfg.model_dump(mode="json"), "sources": sources},
+        **_actor_pool(cfg, "samples", pool_size),
+    )
 
 
-def decode_samples(table: pa.Table, config: dict[str, Any], view_pass: int,
-                   on_corrupt: Literal["fail", "skip"] = "fail") -> dict[str, np.ndarray]:
-    """Rows read from shards (with their "path") -> each object's training samples of `view_pass`
-    (records.stored_samples), the online stream's columns."""
-    cfg = RunConfig.model_validate(config)
-    samples = []
-    for row in table.to_pylist():
-        try:
-            rec = row_to_record(row)
-        except RecordError as err:
-            msg = f"{row['path']} (object {row['object_id']}): {err}"
-            if on_corrupt == "fail":
-                raise CorruptShardError(msg) from None
-            log.warning("skipping corrupt row: %s", msg)
-            continue
-        samples.append(stored_samples(rec, cfg, view_pass))
-    if not samples:
-        return {k: np.empty((0,)) for k in SAMPLE_COLUMNS}
-    return {k: np.concatenate([s[k] for s in samples]) for k in SAMPLE_COLUMNS}
+def materialized_units(cfg: RunConfig, sources: list[dict[str, Any]]) -> Dataset:
+    """data.materialize: every object of every source with a weight, its view pass 0 samples, rendered (or read) once
+    by data.num_generator_actors actors and kept in Ray's object store; the workers look units up in it."""
+    weights = [s.weight for s in cfg.data.sources]
+    src = np.concatenate([np.full(s["count"], i, np.int64) for i, s in enumerate(sources) if weights[i] > 0])
+    index = np.concatenate([np.arange(s["count"], dtype=np.int64) for i, s in enumerate(sources) if weights[i] > 0])
+    table = pa.table({"unit": np.full(len(src), -1, np.int64), "source": src, "index": index,
+                      "view_pass": np.zeros(len(src), np.int64)})
+    return unit_stream(cfg, sources, table, cfg.data.num_generator_actors).materialize()
 
 
 def _write_batch(table: pa.Table, out_dir: str) -> pa.Table:
@@ -209,7 +196,7 @@ def write_dataset(
     out = storage.absolute(out_dir)
     check_output_folder(out)
     start = time.perf_counter()
-    summary, ids, _ = _write_shards(render_stream(cfg, first_id, count, "record"), cfg, out, on_shard)
+    summary, ids, _ = _write_shards(render_stream(cfg, first_id, count), cfg, out, on_shard)
     _check_ids(ids, first_id, count)
     return _finish(cfg, out, summary, start, {"first_id": first_id, "count": count})
 
@@ -238,7 +225,7 @@ def write_mesh_dataset(
     entries = [{"entry": f, "folder": False} for f in files] + [{"entry": f, "folder": True} for f in folders]
     paths = ray.data.from_items(entries).flat_map(_list_meshes, fn_kwargs={"root": root}, num_cpus=IO_NUM_CPUS)
     records = paths.map_batches(MeshRenderActor, fn_constructor_kwargs={"config": cfg.model_dump(mode="json")},
-                                **_actor_pool(cfg, "record"))
+                                **_actor_pool(cfg, "record", cfg.data.num_generator_actors))
     summary, ids, skipped = _write_shards(records, cfg, out, on_shard)
     _check_unique(ids)
     return _finish(cfg, out, summary, start, {"meshes": root}, skipped)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 # Imported here, not inside the functions: the preflight runs right after ray.init, and under `ray job submit` on a
 # multi-node host Ray is still unpacking the job's working_dir then (eager install), so a lazy import of the
 # working_dir's modules can find files missing.
-from zv_ray.pipeline import IO_NUM_CPUS, generator_memory_bytes
+from zv_ray.pipeline import IO_NUM_CPUS, generator_memory_bytes, generator_pool_size
 
 if TYPE_CHECKING:
     from zv_ray.config import RunConfig
@@ -95,29 +95,30 @@ def worker_group(cfg: RunConfig) -> Group:
         bundle["GPU"] = 1.0
     if c.worker_resource:
         bundle[c.worker_resource] = 1.0
-    return Group("train workers", c.num_workers, bundle, "cluster.num_workers", "cluster.cpus_per_worker")
+    # An elastic run starts once its minimum fits (and grows as more does).
+    return Group("train workers", c.worker_range[0], bundle, "cluster.num_workers", "cluster.cpus_per_worker")
 
 
-def generator_group(cfg: RunConfig, output: str) -> Group:
+def generator_group(cfg: RunConfig, output: str, count: int | None = None) -> Group:
     d = cfg.data
     bundle = {"CPU": d.generator_num_cpus, "memory": float(generator_memory_bytes(cfg, output))}
     if d.generator_num_gpus:
         bundle["GPU"] = d.generator_num_gpus
     if d.generator_resource:
         bundle[d.generator_resource] = 1.0
-    return Group("generator actors", d.num_generator_actors, bundle, "data.num_generator_actors",
+    return Group("generator actors", count or d.num_generator_actors, bundle, "data.num_generator_actors",
                  "data.generator_num_cpus, data.generator_memory_mb")
 
 
 def training_phases(cfg: RunConfig) -> list[list[Group]]:
-    """What one training run holds at once, phase by phase. Online and streamed: the generator actors and the
-    train workers together. Materialized: the actors render the set and go, then the workers train. Parquet: the
-    workers, plus one read/decode task at a time (Ray Data's tasks ask 1 CPU each)."""
+    """What one training run holds at once, phase by phase. Streamed: the train workers and each one's share of the
+    generator actors (which render or read every source's units) together. Materialized: the actors render the set
+    and go, then the workers train."""
     workers = worker_group(cfg)
-    if cfg.data.source == "parquet":
-        return [[workers, Group("Parquet read tasks", 1, {"CPU": 1.0}, "")]]
-    generators = generator_group(cfg, "samples")
-    return [[generators], [workers]] if cfg.data.materialize else [[workers, generators]]
+    if cfg.data.materialize:
+        return [[generator_group(cfg, "samples")], [workers]]
+    shared = generator_pool_size(cfg, workers.count) * workers.count
+    return [[workers, generator_group(cfg, "samples", shared)]]
 
 
 def dataset_phases(cfg: RunConfig, listing: bool = False) -> list[list[Group]]:

@@ -63,17 +63,31 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def set_keys(data: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """Copy of plain config data with dotted keys ('train.lr') set to values: the one dotted-key setter."""
+    """Copy of plain config data with dotted keys ('train.lr') set to values: the one dotted-key setter. A number
+    indexes a list ('data.sources.1.weight')."""
     data = copy.deepcopy(data)
     for dotted, value in values.items():
         *sections, leaf = dotted.split(".")
         node = data
         for part in sections:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
+            node = _child(node, part, dotted)
+            if not isinstance(node, (dict, list)):
                 raise ConfigError(f"key {dotted}: {part} is not a section")
-        node[leaf] = plain(value)
+        if isinstance(node, list):
+            node[_index(node, leaf, dotted)] = plain(value)
+        else:
+            node[leaf] = plain(value)
     return data
+
+
+def _child(node: dict | list, part: str, dotted: str) -> Any:
+    return node[_index(node, part, dotted)] if isinstance(node, list) else node.setdefault(part, {})
+
+
+def _index(node: list, part: str, dotted: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"key {dotted}: {part} is not an index of a list of {len(node)} (0 .. {len(node) - 1})")
+    return int(part)
 
 
 def plain(value: Any) -> Any:
@@ -98,6 +112,9 @@ def _flatten_into(out: dict[str, Any], key: str, value: Any) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
             _flatten_into(out, f"{key}.{k}", v)
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):  # data.sources.0.weight
+        for i, v in enumerate(value):
+            _flatten_into(out, f"{key}.{i}", v)
     else:
         out[key] = value
 

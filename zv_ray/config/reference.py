@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -44,10 +44,21 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
     return annotation if inspect.isclass(annotation) and issubclass(annotation, BaseModel) else None
 
 
+def _item_model(annotation: Any) -> type[BaseModel] | None:
+    """The model of a list-of-models field (data.sources), else None."""
+    return _nested_model(get_args(annotation)[0]) if get_origin(annotation) is list else None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    return [_plain(v) for v in value] if isinstance(value, list) else value
+
+
 def _type_name(annotation: Any) -> str:
     text = getattr(annotation, "__name__", None) if inspect.isclass(annotation) else None
     text = text or str(annotation)
-    return text.replace("typing.", "").replace("NoneType", "None")
+    return re.sub(r"zv_ray\.config\.\w+\.", "", text.replace("typing.", "").replace("NoneType", "None"))
 
 
 def _section(model: type[BaseModel], prefix: str, out: list[str]) -> None:
@@ -58,8 +69,9 @@ def _section(model: type[BaseModel], prefix: str, out: list[str]) -> None:
         if sub is not None:
             nested.append((f"{prefix}{name}", sub))
             continue
-        default = info.get_default(call_default_factory=True)
-        default_text = json.dumps(default.model_dump() if isinstance(default, BaseModel) else default)
+        if (item := _item_model(info.annotation)) is not None:  # its items' keys: data.sources.N.weight
+            nested.append((f"{prefix}{name}.N", item))
+        default_text = "required" if info.is_required() else json.dumps(_plain(info.get_default(call_default_factory=True)))
         rows.append(f"| `{prefix}{name}` | `{_type_name(info.annotation)}` | `{default_text}` | {comments.get(name, '')} |")
     if rows:
         out += [f"## `{prefix.rstrip('.') or 'top level'}`", "", "| key | type | default | meaning |", "|---|---|---|---|", *rows, ""]

@@ -41,6 +41,14 @@ class RunConfig(StrictModel):
             raise ValueError(
                 f"train.resolution {self.train.resolution} must be a multiple of model.patch_size {self.model.patch_size}"
             )
+        batch, (low, high) = self.train.global_batch_size, self.cluster.worker_range
+        if odd := [n for n in range(low, high + 1) if batch % n]:
+            fits = [b for b in range(batch, batch * high + 1) if all(b % n == 0 for n in range(low, high + 1))][0]
+            raise ValueError(
+                f"train.global_batch_size {batch} does not split evenly over {odd[0]} workers (cluster.num_workers "
+                f"{self.cluster.num_workers}): every worker takes the same share; use a multiple of every worker "
+                f"count the run may have, e.g. train.global_batch_size={fits}"
+            )
         return self
 
 

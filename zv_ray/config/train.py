@@ -14,8 +14,12 @@ class TrainConfig(StrictModel):
     steps: int = Field(80_000, ge=1)
     # Stop this invocation after this many steps (the schedule still spans `steps`); resume later with --resume.
     stop_after: int | None = Field(None, ge=1)
-    # Objects per worker per step.
-    batch_size_per_worker: int = Field(8, ge=1)
+    # Samples per optimizer step over all workers (GS-LRM: 512), whatever the worker count: each worker takes
+    # global_batch_size / workers of them, in micro-batches of at most micro_batch_size (gradient accumulation).
+    global_batch_size: int = Field(8, ge=1)
+    # The most samples one worker puts through the model at once (GPU memory); a worker's share is split into
+    # the fewest equal micro-batches that fit (zv_ray.data.plan.micro_batches).
+    micro_batch_size: int = Field(8, ge=1)
     # Square resolution the model sees (renders are resized to it when they differ).
     resolution: int = Field(256, ge=8)
     # Input views and extra supervision views per object (GS-LRM: 4 + 4; inputs are supervised too).
@@ -53,8 +57,8 @@ class TrainConfig(StrictModel):
     eval_test_views: int = Field(8, ge=1)
     # Initialize from a checkpoint (weights only): a resolution change (256 -> 512 finetune) restarts the schedule.
     init_from: str | None = None
-    # Keep the object ids each worker trained on in <run>/consumed_ids/rank<r>.json (local storage): the
-    # exactly-once audit of the failure drills. Off by default: it grows with the run.
+    # Keep the samples each worker trained on, a line per step, in <run>/consumed_ids/rank<r>.jsonl (local
+    # storage), for `zv-ray audit`. Off by default: it grows with the run.
     audit_consumed_ids: bool = False
     # Background colour for splatting and compositing (white, like the renders).
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -71,8 +75,12 @@ class ClusterConfig(StrictModel):
     ray_address: str | None = None
     # Logical CPUs declared for a local Ray (more than cores, so data actors and train workers both fit).
     local_num_cpus: int = Field(4, ge=1)
-    # Ray Train workers, GPUs and CPUs per worker.
-    num_workers: int = Field(1, ge=1)
+    # Ray Train workers: a count, or [min, max] for elastic training (Ray Train starts with what fits, grows as
+    # nodes join, shrinks when one is lost, restoring the latest checkpoint; the global batch and the data
+    # order stay the same, zv_ray.data.plan). GPUs and CPUs per worker.
+    num_workers: int | tuple[int, int] = 1
+    # How often an elastic run checks whether more workers fit (Ray Train's elastic_resize_monitor_interval_s).
+    elastic_resize_interval_s: float = Field(60.0, gt=0)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
     # Optional custom resource each train worker requests (e.g. "trainer"), to pin workers to GPU nodes.
@@ -88,6 +96,24 @@ class ClusterConfig(StrictModel):
     # Show Ray's own output (worker stdout, Ray Data/Train/Tune logs) on the console; off, it stays in Ray's
     # session log folder and the console shows one progress display and a summary (`--verbose` sets it).
     verbose: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> "ClusterConfig":
+        low, high = self.worker_range
+        if not 1 <= low <= high:
+            raise ValueError(f"cluster.num_workers {self.num_workers}: need 1 <= min <= max, e.g. [1, 2]")
+        return self
+
+    @property
+    def worker_range(self) -> tuple[int, int]:
+        """(min, max) workers; equal for a fixed count."""
+        n = self.num_workers
+        return (n, n) if isinstance(n, int) else n
+
+    @property
+    def elastic(self) -> bool:
+        low, high = self.worker_range
+        return low < high
 
 
 class MlflowConfig(StrictModel):

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -87,16 +88,20 @@ def open_shard(path: str) -> pq.ParquetFile:
 
 def valid_shards(path: str | Path, on_corrupt: Literal["fail", "skip"] = "fail") -> list[str]:
     """Shards whose footer and schema check out; corrupt ones raise, or are skipped with a warning."""
+    return [shard for shard, _ in shard_sizes(path, on_corrupt)]
+
+
+def shard_sizes(path: str | Path, on_corrupt: Literal["fail", "skip"] = "fail") -> list[tuple[str, int]]:
+    """(shard, objects) of every shard whose footer and schema check out; corrupt ones raise, or are skipped with a
+    warning."""
     good = []
     for shard in shard_paths(path):
         try:
-            open_shard(shard)
+            good.append((shard, open_shard(shard).metadata.num_rows))
         except CorruptShardError as err:
             if on_corrupt == "fail":
                 raise
             log.warning("skipping corrupt shard: %s", err)
-            continue
-        good.append(shard)
     if not good:
         raise CorruptShardError(f"every shard in {path} is corrupt")
     return good
@@ -130,3 +135,34 @@ def _read_shard(path: str) -> Iterator[dict[str, Any]]:
             except RecordError as err:
                 raise CorruptShardError(f"{path} row {row} (object {values['object_id']}): {err}") from None
             row += 1
+
+
+class ShardRows:
+    """Random access to the objects of a Parquet dataset by index (0 .. total - 1, shards in order), one row group
+    read at a time and the last one kept: the training stream visits a dataset's objects in order."""
+
+    def __init__(self, shards: list[tuple[str, int]]):  # (path, rows) per shard
+        self.paths = [p for p, _ in shards]
+        self.starts = np.cumsum([0] + [n for _, n in shards])
+        self._group: tuple[str, int, list[dict[str, Any]]] | None = None
+        self._open: tuple[str, pq.ParquetFile, np.ndarray] | None = None
+
+    def record(self, index: int) -> dict[str, Any]:
+        shard = int(np.searchsorted(self.starts, index, side="right")) - 1
+        path, row = self.paths[shard], index - int(self.starts[shard])
+        if self._open is None or self._open[0] != path:
+            file = open_shard(path)
+            groups = np.cumsum([0] + [file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)])
+            self._open = (path, file, groups)
+        _, file, groups = self._open
+        group = int(np.searchsorted(groups, row, side="right")) - 1
+        if self._group is None or self._group[:2] != (path, group):
+            try:
+                self._group = (path, group, file.read_row_group(group).to_pylist())
+            except (pa.ArrowException, OSError) as err:
+                raise CorruptShardError(f"{path}: row group {group} does not read: {err}") from None
+        values = self._group[2][row - int(groups[group])]
+        try:
+            return row_to_record(values)
+        except RecordError as err:
+            raise CorruptShardError(f"{path} row {row} (object {values['object_id']}): {err}") from None

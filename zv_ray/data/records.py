@@ -147,3 +147,20 @@ def stored_samples(record: dict[str, Any], cfg: RunConfig, view_pass: int) -> di
     same cameras for the same (seed, id, pass)."""
     picks = sample_picks(cfg, int(record["object_id"]), view_pass, record["c2w"])
     return _samples(int(record["object_id"]), record["rgba"][..., :3], record["intrinsics"], record["c2w"], picks)
+
+
+def resized_samples(samples: dict[str, np.ndarray], resolution: int) -> dict[str, np.ndarray]:
+    """Samples (rgb [k, V, H, W, 3] uint8) at `resolution` px, area-averaged like make_view_batch, intrinsics scaled:
+    samples of a dataset rendered at another size stack with the rest of the batch."""
+    rgb = samples["rgb"]
+    k, V, H, W, _ = rgb.shape
+    if (H, W) == (resolution, resolution):
+        return samples
+    import torch
+    import torch.nn.functional as F
+
+    views = torch.from_numpy(rgb).flatten(0, 1).permute(0, 3, 1, 2).float()
+    small = F.interpolate(views, size=(resolution, resolution), mode="area").round().clamp(0, 255).to(torch.uint8)
+    scale = np.array([resolution / W, resolution / H, resolution / W, resolution / H], np.float32)
+    return samples | {"rgb": small.permute(0, 2, 3, 1).reshape(k, V, resolution, resolution, 3).numpy(),
+                      "intrinsics": samples["intrinsics"] * scale}

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from zv_ray.config import RunConfig
+from zv_ray.data.plan import DataPlan
 from zv_ray.inference.views import PosedViews
 from zv_ray.model.checkpoint import save_checkpoint
 from zv_ray.train.schedule import Every
@@ -18,8 +19,8 @@ from zv_ray.train.worker import LoopState
 
 
 class Checkpointer:
-    def __init__(self, cfg: RunConfig, rank: int):
-        self.cfg, self.rank0 = cfg, rank == 0
+    def __init__(self, cfg: RunConfig, rank: int, plan: DataPlan):
+        self.cfg, self.rank0, self.plan = cfg, rank == 0, plan
         self.log_due, self.checkpoint_due = Every(cfg.train.log_every), Every(cfg.train.checkpoint_every)
 
     def reports(self, state: LoopState) -> tuple[bool, bool]:
@@ -39,7 +40,8 @@ class Checkpointer:
             return
         with tempfile.TemporaryDirectory() as tmp:
             save_checkpoint(tmp, model=model, optimizer=optimizer, step=state.step, cfg=self.cfg,
-                            extra={"skipped_total": state.skipped_total})
+                            # The data position is the step: under the same plan it names the next samples exactly.
+                            extra={"skipped_total": state.skipped_total, "data_plan": self.plan.fingerprint()})
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     def export_gaussians(self, model: torch.nn.Module, batch: PosedViews, run, local_run_dir: str | None) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from zv_ray.data.plan import DataPlan
 from zv_ray.inference.views import PosedViews, uint8_images
 from zv_ray.train.schedule import Every
 from zv_ray.train.step import StepResult
@@ -30,18 +31,23 @@ def image_grid(batch: PosedViews, pred: torch.Tensor) -> np.ndarray:
 
 
 class MetricsLogger:
-    def __init__(self, worker: Worker, loop_config: dict[str, Any], state: LoopState, resumed: bool):
+    def __init__(self, worker: Worker, loop_config: dict[str, Any], state: LoopState, resumed: bool, plan: DataPlan):
         tc = worker.cfg.train
         self.due, self.image_due = Every(tc.log_every), Every(tc.image_every)
-        self.global_batch = tc.batch_size_per_worker * worker.world
+        self.global_batch, self.plan = tc.global_batch_size, plan
+        self.source_labels = [s.label for s in worker.cfg.data.sources]
         self._window = {"time": 0.0, "wait": 0.0, "steps": 0}
         self.run = None  # rank 0's MLflow run
         if worker.rank == 0:
             from zv_ray.tracking import RunLogger
 
             self.run = RunLogger(loop_config["tracking_uri"], loop_config["mlflow_run_id"], system_metrics_every_s=10.0)
-            if resumed:  # one point per restore: resumes and restarts after failures are visible
-                self.run.metrics({"train/resumed_from_step": state.step}, step=state.step)
+            # One point per (re)start: resumes, restarts after failures and elastic resizes (the worker count's
+            # history is the resize record: step and time of each change) are visible.
+            started = {"train/workers": float(worker.world)}
+            if resumed:
+                started["train/resumed_from_step"] = float(state.step)
+            self.run.metrics(started, step=state.step)
 
     def step_started(self, data_wait: float) -> None:
         self._started = time.perf_counter() - data_wait
@@ -64,6 +70,9 @@ class MetricsLogger:
             metrics["train/max_tile_intersections"] = float(result.tile_intersections)
         if self.due(state.step, state.final):
             metrics.update(self._throughput())
+            if len(self.source_labels) > 1:  # the realized mix of the samples trained on so far, against the weights
+                shares = self.plan.shares(state.step)
+                metrics.update({f"data/share/{label}": float(v) for label, v in zip(self.source_labels, shares)})
         if self.run is not None and self.image_due(state.step, state.final):
             self.run.image(image_grid(batch, result.pred), f"images/step_{state.step:07d}.png")
         return metrics

@@ -4,8 +4,9 @@ rate, the perceptual network. The Ray Train loop, benchmarks/learn.py and script
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +26,7 @@ class StepOutcome:
 class StepResult:
     loss: float
     terms: dict[str, float]  # "mse", "perceptual"
-    pred: torch.Tensor  # [B, V, 3, H, W] the renders the loss saw, detached
+    pred: torch.Tensor  # [b, V, 3, H, W] the last micro-batch's renders, detached
     outcome: StepOutcome
     lr: float
     tile_intersections: int | None  # the largest gsplat call's tile intersections (None: the torch rasterizer)
@@ -39,7 +40,7 @@ def train_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     params: list[torch.nn.Parameter],
-    batch: PosedViews,
+    batch: PosedViews | Sequence[PosedViews],
     cfg: RunConfig,
     step: int,
     perceptual_net: torch.nn.Module | None,
@@ -47,29 +48,42 @@ def train_step(
     lr: float | None = None,
     mark: Callable[[str], None] = _unmarked,
 ) -> StepResult:
-    """One step at `step`: the scheduled learning rate (or `lr`), predict and render every view of the batch,
-    MSE + loss.perceptual_weight x perceptual (from loss.perceptual_start_step on), backward, then clip to
-    train.grad_clip or skip a non-finite / exploding step. `mark(part)` is called after each part (profiling)."""
+    """One optimizer step at `step` over a batch, or over this worker's micro-batches of it (gradient accumulation):
+    the scheduled learning rate (or `lr`); per micro-batch, predict and render every view, MSE +
+    loss.perceptual_weight x perceptual (from loss.perceptual_start_step on), backward with the loss weighted by the
+    micro-batch's share of the worker's samples (DDP then averages equal shares over workers: the gradient of the
+    mean over the global batch), all-reducing only after the last; then clip to train.grad_clip or skip a
+    non-finite / exploding step. `mark(part)` is called after each part (profiling)."""
     from zv_ray.inference.predict import predict_and_render
     from zv_ray.losses.training_loss import reconstruction_loss
 
     tc = cfg.train
+    micro = [batch] if isinstance(batch, PosedViews) else list(batch)
     if lr is None:
         lr = lr_at(step, lr=tc.lr, min_lr=tc.min_lr, warmup_steps=tc.warmup_steps, total_steps=tc.steps)
     set_lr(optimizer, lr)
     stats: dict[str, int] = {}
-    pred = predict_and_render(model, batch, cfg, stats)
-    mark("model_and_render_forward")
     perceptual = perceptual_net if step >= cfg.loss.perceptual_start_step else None
-    loss, terms = reconstruction_loss(pred.flatten(0, 1), batch.images.flatten(0, 1), perceptual,
-                                      cfg.loss.perceptual_weight)
-    mark("loss_forward")
-    loss.backward()
-    mark("backward")
+    total = sum(len(m.images) for m in micro)
+    loss_sum, term_sums = 0.0, {}
+    for i, part in enumerate(micro):
+        share = len(part.images) / total
+        # DDP all-reduces on backward; accumulate locally until the last micro-batch.
+        sync = contextlib.nullcontext() if i == len(micro) - 1 or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            pred = predict_and_render(model, part, cfg, stats)
+            mark("model_and_render_forward")
+            loss, terms = reconstruction_loss(pred.flatten(0, 1), part.images.flatten(0, 1), perceptual,
+                                              cfg.loss.perceptual_weight)
+            mark("loss_forward")
+            (loss * share).backward()
+            mark("backward")
+        loss_sum += float(loss.detach()) * share
+        for k, v in terms.items():
+            term_sums[k] = term_sums.get(k, 0.0) + float(v) * share
     outcome = clipped_step(params, optimizer, grad_clip=tc.grad_clip, skip_grad_norm=tc.skip_grad_norm)
     mark("clip_and_optimizer")
-    return StepResult(float(loss.detach()), {k: float(v) for k, v in terms.items()}, pred.detach(), outcome, lr,
-                      stats.get("max_tile_intersections"))
+    return StepResult(loss_sum, term_sums, pred.detach(), outcome, lr, stats.get("max_tile_intersections"))
 
 
 def clipped_step(

@@ -34,10 +34,10 @@ def check_before_cluster_work(cfg: RunConfig) -> None:
     from zv_ray.config.run import check_training_views
 
     check_training_views(cfg)
-    if cfg.data.source == "parquet":
-        from zv_ray.data.parquet import valid_shards
+    if cfg.data.parquet_sources:
+        from zv_ray.pipeline import source_sets
 
-        valid_shards(cfg.data.parquet_path, cfg.data.on_corrupt)  # footers and schema: a corrupt shard is named now
+        source_sets(cfg)  # footers and schema: a missing dataset or a corrupt shard is named now
     if cfg.train.eval_objects and not Path(cfg.train.eval_objects).is_dir():
         raise FileNotFoundError(f"train.eval_objects {cfg.train.eval_objects} is not a folder of objects")
     if cfg.train.init_from:
@@ -89,22 +89,25 @@ def build_trainer(
     run_name: str | None = None,
     storage_path: str | None = None,
 ):
-    """A TorchTrainer fed by the object stream; `callbacks` (Ray Train UserCallbacks, run on its controller) bring
-    its reports to the console's progress display or, in a Tune trial, to Tune (TuneReportCallback)."""
+    """A TorchTrainer whose workers each stream their share of every step's samples (zv_ray.train.feed; a
+    materialized set is rendered here first, and every worker looks units up in it); `callbacks` (Ray Train
+    UserCallbacks, run on its controller) bring its reports to the console's progress display or, in a Tune trial,
+    to Tune (TuneReportCallback)."""
     import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from zv_ray.pipeline import object_stream
+    from zv_ray.pipeline import materialized_units, source_sets
     from zv_ray.train.loop import train_loop_per_worker
 
     root = storage_path or storage_root(cfg)
     name = run_name or cfg.cluster.run_name
-    # Rank 0 prints its own progress line; Ray Data's per-epoch bars would bury it.
+    # Rank 0 prints its own progress line; Ray Data's bars would bury it.
     ray.data.DataContext.get_current().enable_progress_bars = False
-    train = object_stream(cfg, cfg.data.first_object_id, cfg.data.num_objects)
-    # The held-out validation objects are rendered by rank 0 itself, under the evaluation protocol (loop.py).
-    datasets = {"train": train.materialize() if cfg.data.materialize else train}
+    sources = source_sets(cfg)
+    # Not split: every worker sees every object. The held-out validation objects are rendered by rank 0 itself,
+    # under the evaluation protocol (loop.py).
+    datasets = {"units": materialized_units(cfg, sources)} if cfg.data.materialize else {}
     resources: dict[str, float] = {"CPU": cfg.cluster.cpus_per_worker}
     if cfg.cluster.worker_resource:
         resources[cfg.cluster.worker_resource] = 1
@@ -116,9 +119,11 @@ def build_trainer(
             "tracking_uri": tracking_uri,
             "mlflow_run_id": mlflow_run_id,
             "local_run_dir": local_run_dir,
+            "sources": sources,
         },
         scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.cluster.num_workers, use_gpu=cfg.cluster.use_gpu, resources_per_worker=resources
+            num_workers=cfg.cluster.num_workers, use_gpu=cfg.cluster.use_gpu, resources_per_worker=resources,
+            elastic_resize_monitor_interval_s=cfg.cluster.elastic_resize_interval_s,
         ),
         run_config=ray.train.RunConfig(
             name=name,
@@ -128,7 +133,7 @@ def build_trainer(
             callbacks=callbacks or [],
         ),
         datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        dataset_config=ray.train.DataConfig(datasets_to_split=[]),
     )
 
 

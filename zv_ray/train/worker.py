@@ -1,9 +1,8 @@
 """What one Ray Train worker sets up before its loop: device, model and optimizer (fresh, resumed or
-initialised from another run), and the stream of training batches it consumes."""
+initialised from another run), and the samples it trains on step by step."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,8 +10,10 @@ from typing import Any
 import torch
 
 from zv_ray.config import RunConfig, validate_dict
+from zv_ray.data.plan import DataPlan
 from zv_ray.inference.views import PosedViews, make_view_batch
 from zv_ray.model.checkpoint import load_checkpoint
+from zv_ray.train.feed import StepSamples
 from zv_ray.train.step import StepOutcome, build_optimizer
 
 
@@ -60,8 +61,9 @@ def setup_worker(loop_config: dict[str, Any]) -> Worker:
     return Worker(cfg, ctx.get_world_rank(), ctx.get_world_size(), device)
 
 
-def build_or_resume(worker: Worker) -> tuple[torch.nn.Module, torch.optim.Optimizer, LoopState, bool]:
-    """(DDP model, optimizer, state, resumed): from Ray Train's checkpoint when restarting or resuming."""
+def build_or_resume(worker: Worker, plan: DataPlan) -> tuple[torch.nn.Module, torch.optim.Optimizer, LoopState, bool]:
+    """(DDP model, optimizer, state, resumed): from Ray Train's checkpoint when restarting, resuming or resizing; its
+    data position is its step, which means the same samples only under the same data plan."""
     import ray.train
     import ray.train.torch
 
@@ -69,6 +71,13 @@ def build_or_resume(worker: Worker) -> tuple[torch.nn.Module, torch.optim.Optimi
     if (checkpoint := ray.train.get_checkpoint()) is not None:
         with checkpoint.as_directory() as ckpt_dir:
             payload = load_checkpoint(ckpt_dir)
+        stored = payload["extra"].get("data_plan")
+        if stored is not None and stored != plan.fingerprint():
+            raise RuntimeError(
+                f"the checkpoint's data plan {stored} is not this run's {plan.fingerprint()}: a Parquet source changed "
+                f"size since the run started, so step {payload['step']} would train on other samples; restore the "
+                "dataset, or start a new run (train.init_from) on the new one"
+            )
     model, optimizer, state = build_training_state(worker.cfg, payload, ray.train.torch.prepare_model)
     return model, optimizer, state, payload is not None
 
@@ -98,36 +107,19 @@ def build_training_state(
     return model, optimizer, state
 
 
-def batches(worker: Worker, state: LoopState) -> Iterator[tuple[dict, float]]:
-    """(raw batch, seconds waited for it), epoch after epoch, until the run's last step."""
-    import ray.train
+def steps(worker: Worker, state: LoopState, sources: list[dict]) -> Iterator[StepSamples]:
+    """This worker's samples for each step from the restored one to the run's last (zv_ray.train.feed)."""
+    from zv_ray.train.feed import open_feed
 
-    cfg, tc = worker.cfg, worker.cfg.train
-    shard = ray.train.get_dataset_shard("train")
+    feed = open_feed(worker.cfg, sources, worker.rank, worker.world, state.step, state.last_step)
     while not state.final:
-        # uint8 batches land on the device from a background thread (pinned first on CUDA), prefetched; a
-        # bounded shuffle window spreads each object's samples over many batches.
-        epoch = shard.iter_torch_batches(
-            batch_size=tc.batch_size_per_worker, drop_last=True, device=worker.device,
-            pin_memory=worker.device.type == "cuda", prefetch_batches=cfg.data.prefetch_batches,
-            local_shuffle_buffer_size=cfg.data.shuffle_window or None, local_shuffle_seed=cfg.seed + worker.rank,
-        )
-        yielded, waited_from = 0, time.perf_counter()
-        for raw in epoch:
-            yielded += 1
-            yield raw, time.perf_counter() - waited_from
-            if state.final:
-                return
-            waited_from = time.perf_counter()
-        if yielded == 0:
-            raise RuntimeError(
-                "the training stream yielded no full batch: data.num_objects must be at least "
-                f"batch_size_per_worker x num_workers = {tc.batch_size_per_worker * worker.world}"
-            )
+        yield feed.take(state.step)
 
 
-def view_batch(worker: Worker, raw: dict) -> PosedViews:
-    """A batch of samples (their views already chosen upstream, records.sample_picks) as a model batch on the
-    device, resized to train.resolution."""
+def view_batch(worker: Worker, raw: dict[str, torch.Tensor]) -> PosedViews:
+    """A micro-batch of samples (their views chosen upstream, records.sample_picks) as a model batch on the device,
+    resized to train.resolution."""
     tc = worker.cfg.train
+    if worker.device.type == "cuda":
+        raw = {k: v.pin_memory() for k, v in raw.items()}
     return make_view_batch(raw["rgb"], raw["intrinsics"], raw["c2w"], None, tc.num_input_views, tc.resolution, worker.device)
