@@ -181,8 +181,8 @@ def test_a_typo_the_api_server_would_prune_is_refused():
 
 
 def autoscaling_config(job: dict) -> dict:
-    """The autoscaling config (node types and their resources) KubeRay's autoscaler derives from the RayJob's cluster, through Ray's own code (which also
-    checks them against Ray's cluster launcher schema), as zv-ray's preflight reads them."""
+    """The autoscaling config (node types, their resources and max counts) that KubeRay's autoscaler derives from
+    the RayJob's cluster, through Ray's own code, which also checks it against Ray's cluster launcher schema."""
     from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
 
     ray_cr = {"metadata": {"name": job["metadata"]["name"], "namespace": "default"}, "spec": job["spec"]["rayClusterSpec"]}
