@@ -35,7 +35,7 @@ except ImportError:  # older typer runs on click
     from click import ClickException as ParseError
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-SUBCOMMANDS = ["generate", "dataset", "export", "train", "sweep", "compare", "eval", "reconstruct", "view", "doctor", "demo"]
+SUBCOMMANDS = ["generate", "dataset", "export", "train", "sweep", "compare", "eval", "reconstruct", "view", "doctor", "audit", "demo"]
 
 # A `zv-ray` command at the start of a shell segment (after VAR=value assignments) or after `ray job submit ... --`.
 COMMAND = re.compile(r"(?:^|\s--\s+)((?:\w+=\S*\s+)*(?:\.venv/bin/)?zv-ray(?:\s.*)?)$")

@@ -9,6 +9,7 @@
     zv-ray reconstruct a.png b.png c.png d.png --cameras cameras.json --checkpoint CKPT --out OUT
     zv-ray view --generate 3   |   zv-ray view --checkpoint CKPT --objects ../shared/eval/gso
     zv-ray doctor --config configs/paper.yaml --cluster
+    zv-ray audit outputs/runs/tiny [--against outputs/runs/tiny-again]
     zv-ray demo
 """
 
@@ -48,6 +49,10 @@ from zv_ray.cli.doctor import doctor  # noqa: E402
 
 app.command("doctor")(doctor)
 
+from zv_ray.cli.audit import audit  # noqa: E402
+
+app.command("audit")(audit)
+
 from zv_ray.cli.view import view  # noqa: E402
 
 app.command("view")(view)
@@ -67,10 +72,11 @@ def main() -> None:
     from zv_ray.io.storage import StorageError
     from zv_ray.losses.perceptual import PerceptualWeightsMissing
     from zv_ray.splat.backend import RasterizerUnavailable
+    from zv_ray.train.audit import AuditError
 
     user_errors = (ConfigError, CorruptShardError, CameraFileError, PerceptualWeightsMissing, DoctorFailed, StorageError,
                    RasterizerUnavailable, InsufficientResources, NothingRendered, FileExistsError, FileNotFoundError,
-                   LookupError)
+                   LookupError, AuditError)
     try:
         app()
     except user_errors as err:
