@@ -62,7 +62,7 @@ def test_two_workers_learn_and_log_to_mlflow(tmp_path):
 
 def test_resume_continues_step_counter_and_optimizer_state(tmp_path):
     common = ("data.num_objects=2", "train.global_batch_size=2", "train.steps=12", "train.checkpoint_every=6",
-              "data.num_val_objects=0", "data.samples_per_object=1")  # one batch per epoch: a resume restarts none mid-epoch
+              "data.num_val_objects=0")
     straight = run_training(tiny_config(tmp_path, "straight", *common))
 
     first = run_training(tiny_config(tmp_path, "split", *common, "train.stop_after=6"))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -40,27 +40,40 @@ class ConsumedLog:
     """One rank's record: append(step, samples) writes one line per global step and flushes it, so a killed worker
     loses at most the step it was on."""
 
-    def __init__(self, path: Path, file: IO[str]):
-        self.path, self._file = path, file
+    def __init__(self, path: Path, file: IO[str], world: int | None = None):
+        self.path, self._file, self.world = path, file, world
 
     @classmethod
-    def open(cls, run_dir: str | Path, rank: int, restored_step: int) -> "ConsumedLog":
-        """The rank's log with every record of a step >= `restored_step` dropped (0: a fresh run keeps none)."""
+    def open(cls, run_dir: str | Path, rank: int, restored_step: int, world: int | None = None) -> "ConsumedLog":
+        """The rank's log with every record of a step >= `restored_step` dropped (0: a fresh run keeps none). With
+        the worker count `world`, rank 0 also truncates the logs of ranks >= world: after an elastic shrink no worker
+        reopens them, and their steps past the checkpoint are trained again by the remaining ranks."""
+        _truncate(log_path(run_dir, rank), restored_step)
+        if rank == 0 and world is not None:
+            for path in (Path(run_dir) / CONSUMED_DIR).glob("rank*.jsonl"):
+                if path.stem.removeprefix("rank").isdigit() and int(path.stem.removeprefix("rank")) >= world:
+                    _truncate(path, restored_step)
         path = log_path(run_dir, rank)
-        if path.exists():
-            kept = [line for line in path.read_text().splitlines(keepends=True)
-                    if line.endswith("\n") and json.loads(line)["step"] < restored_step]  # a torn last line goes too
-            with atomic_path(path) as tmp:  # a kill during the rewrite leaves the old log, never half of it
-                tmp.write_text("".join(kept))
         path.parent.mkdir(parents=True, exist_ok=True)
-        return cls(path, path.open("a"))
+        return cls(path, path.open("a"), world)
 
     def append(self, step: int, samples: Iterable[Sequence[str | int]]) -> None:
-        self._file.write(json.dumps({"step": step, "samples": [list(s) for s in samples]}) + "\n")
+        record = {"step": step, "samples": [list(s) for s in samples]}
+        if self.world is not None:  # the ranks that trained this step: an elastic run's count changes
+            record["world"] = self.world
+        self._file.write(json.dumps(record) + "\n")
         self._file.flush()
 
     def close(self) -> None:
         self._file.close()
+
+
+def _truncate(path: Path, restored_step: int) -> None:
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines(keepends=True)
+                if line.endswith("\n") and json.loads(line)["step"] < restored_step]  # a torn last line goes too
+        with atomic_path(path) as tmp:  # a kill during the rewrite leaves the old log, never half of it
+            tmp.write_text("".join(kept))
 
 
 # --- reading ------------------------------------------------------------------------------------------------------
@@ -72,10 +85,12 @@ class RunRecords:
     steps: dict[int, dict[int, list[Sample]]]  # step -> rank -> the samples that rank took at that step
     ranks: tuple[int, ...]
     rerecorded: tuple[tuple[int, int], ...]  # (rank, step) recorded twice by one rank: a restore that did not truncate
+    worlds: dict[int, int] = field(default_factory=dict)  # step -> ranks that trained it, where recorded
 
 
-def _parse(text: str, where: str) -> list[tuple[int, list[Sample]]]:
-    """(step, samples) per complete line; a last line without its newline is a write cut short, and is skipped."""
+def _parse(text: str, where: str) -> list[tuple[int, list[Sample], int | None]]:
+    """(step, samples, world) per complete line; a last line without its newline is a write cut short, and is
+    skipped."""
     records = []
     for no, line in enumerate(text.splitlines(keepends=True), 1):
         if not line.endswith("\n"):
@@ -88,7 +103,7 @@ def _parse(text: str, where: str) -> list[tuple[int, list[Sample]]]:
         except (ValueError, KeyError, TypeError):
             raise AuditError(f"{where}:{no} is not a consumed-samples record "
                              '({"step": s, "samples": [[object_id, sample_index], ...]})') from None
-        records.append((step, samples))
+        records.append((step, samples, record.get("world")))
     return records
 
 
@@ -107,19 +122,21 @@ def load(run: str | Path) -> RunRecords:
                              "zv-ray train printed as 'run folder:'")
         raise AuditError(f"{run} has no {CONSUMED_DIR}/rank<r>.jsonl: start the run with --set train.audit_consumed_ids=true")
     steps: dict[int, dict[int, list[Sample]]] = {}
-    ranks, rerecorded = [], []
+    ranks, rerecorded, worlds = [], [], {}
     for file in files:
         rank_name = storage.name(file).removesuffix(".jsonl").removeprefix("rank")
         if not rank_name.isdigit():
             raise AuditError(f"{file}: expected rank<r>.jsonl, one file per rank")
         rank = int(rank_name)
         ranks.append(rank)
-        for step, samples in _parse(storage.read_bytes(file).decode(), file):
+        for step, samples, world in _parse(storage.read_bytes(file).decode(), file):
+            if world is not None:
+                worlds[step] = world
             taken = steps.setdefault(step, {})
             if rank in taken:
                 rerecorded.append((rank, step))
             taken.setdefault(rank, []).extend(samples)
-    return RunRecords(run, dict(sorted(steps.items())), tuple(sorted(ranks)), tuple(sorted(rerecorded)))
+    return RunRecords(run, dict(sorted(steps.items())), tuple(sorted(ranks)), tuple(sorted(rerecorded)), worlds)
 
 
 # --- checks -------------------------------------------------------------------------------------------------------
@@ -138,7 +155,7 @@ class CheckReport:
     steps: tuple[int, ...]  # the steps some rank recorded
     samples: int  # samples taken, all ranks and steps
     gaps: tuple[int, ...]  # steps between the first and the last that no rank recorded
-    missing: dict[int, tuple[int, ...]]  # rank -> steps other ranks recorded and it did not
+    missing: dict[int, tuple[int, ...]]  # rank -> steps it was one of the ranks of and did not record
     repeats: tuple[Repeat, ...]  # samples taken more than once: at two steps, or twice in one step
     rerecorded: dict[int, tuple[int, ...]]  # rank -> steps it recorded twice
 
@@ -151,7 +168,9 @@ def check(records: RunRecords) -> CheckReport:
     steps = tuple(records.steps)
     recorded = set(steps)
     gaps = tuple(s for s in range(steps[0], steps[-1] + 1) if s not in recorded) if steps else ()
-    missing = {r: tuple(s for s in steps if r not in records.steps[s]) for r in records.ranks}
+    # A rank owes a step when it was one of that step's ranks (an elastic run trains some steps on fewer).
+    missing = {r: tuple(s for s in steps if r not in records.steps[s] and r < records.worlds.get(s, r + 1))
+               for r in records.ranks}
     where: dict[Sample, list[int]] = {}
     for step, by_rank in records.steps.items():
         for samples in by_rank.values():

@@ -2,20 +2,17 @@
 
     ZV_RAY_FAULT_AT_STEP=12 ZV_RAY_FAULT_MARKER=/tmp/fault-once zv-ray train configs/tiny.yaml
     ZV_RAY_FAULT_KIND=sigkill ...      # the worker process is killed outright, as an OOM kill or a lost node would
-    --set train.audit_consumed_ids=true   # <run>/consumed_ids/rank<r>.json: the ids each worker trained on
 
 The marker file makes the fault fire once per drill, so the restarted run gets past that step.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from zv_ray.io.atomic import atomic_path
 
 class InjectedFault(RuntimeError):
     pass
@@ -43,22 +40,3 @@ class FaultDrill:
         if self.sigkill:
             os.kill(os.getpid(), signal.SIGKILL)
         raise InjectedFault(f"injected fault at step {step} (ZV_RAY_FAULT_AT_STEP)")
-
-
-@dataclass
-class IdAudit:
-    """The object ids this worker trained on since it (re)started, written when its loop ends."""
-
-    path: Path
-    ids: list[int] = field(default_factory=list)
-
-    @classmethod
-    def for_run(cls, enabled: bool, local_run_dir: str | None, rank: int) -> "IdAudit | None":
-        return cls(Path(local_run_dir) / "consumed_ids" / f"rank{rank}.json") if enabled and local_run_dir else None
-
-    def record(self, object_ids) -> None:
-        self.ids += object_ids.tolist()
-
-    def write(self) -> None:
-        with atomic_path(self.path) as tmp:
-            tmp.write_text(json.dumps(self.ids))

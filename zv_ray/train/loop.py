@@ -37,7 +37,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if cfg.train.audit_consumed_ids and loop_config.get("local_run_dir"):
         from zv_ray.train.audit import ConsumedLog
 
-        audit = ConsumedLog.open(loop_config["local_run_dir"], worker.rank, state.step)
+        audit = ConsumedLog.open(loop_config["local_run_dir"], worker.rank, state.step, worker.world)
 
     batch = None
     for samples in steps(worker, state, sources):
