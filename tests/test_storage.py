@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -50,6 +51,11 @@ def test_checkpoints_resolve_to_the_latest_and_load(root, tmp_path):
     assert resolve_checkpoint_file(storage.join(root, "run")).endswith("00-00-09.000000/checkpoint.pt")
     payload = load_checkpoint(storage.join(root, "run"))
     assert payload["step"] == 6
+    # Once Ray Train has registered checkpoints, a newer folder it never registered (an upload cut short by a storage
+    # outage) is not picked.
+    snapshot = {"latest_checkpoint_result": {"checkpoint_dir_name": "checkpoint_2026-01-01_00-00-01.000000"}}
+    storage.write_bytes(storage.join(root, "run", "checkpoint_manager_snapshot.json"), json.dumps(snapshot).encode())
+    assert load_checkpoint(storage.join(root, "run"))["step"] == 3
     assert torch.equal(payload["model"]["head.weight"], model.state_dict()["head.weight"])
     storage.write_bytes(storage.join(root, "junk.pt"), b"not a checkpoint")
     with pytest.raises(ValueError, match="is not a zv-ray checkpoint") as err:

@@ -18,6 +18,8 @@ from zv_ray.io.atomic import atomic_path
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CONFIG_FILE = "config.json"
+# Ray Train's record of the checkpoints it registered, in the run folder.
+RAY_TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"
 
 
 def state_dict_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -70,6 +72,13 @@ def resolve_checkpoint_file(path: str | Path) -> str:
         direct = storage.join(path, CHECKPOINT_FILE)
         if storage.is_file(direct):
             return direct
+        # A run folder: the latest checkpoint Ray Train registered, which it does only once every file is uploaded,
+        # so a checkpoint cut short by a storage outage is never picked.
+        snapshot = storage.join(path, RAY_TRAIN_SNAPSHOT)
+        if storage.is_file(snapshot):
+            latest = json.loads(storage.read_bytes(snapshot)).get("latest_checkpoint_result")
+            if latest:
+                return storage.join(path, latest["checkpoint_dir_name"], CHECKPOINT_FILE)
         # Ray Train names checkpoint folders by time (checkpoint_<timestamp> / checkpoint_<index>): the last sorts last.
         candidates = [p for p in storage.list_files(path, CHECKPOINT_FILE, recursive=True) if storage.name(p) == CHECKPOINT_FILE]
         if candidates:
