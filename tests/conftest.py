@@ -129,6 +129,31 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
             time.sleep(0.3)
 
 
+class MlflowServer:
+    """A real `mlflow server` process on 127.0.0.1 with a sqlite store under `root`; a test may stop it and start it
+    again on the same port and store, as an operator restarting the tracking server would."""
+
+    def __init__(self, root: Path):
+        self.root, self.port = root, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "MlflowServer":
+        self.process = subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{self.root}/mlflow.db", "--artifacts-destination", str(self.root / "artifacts")],
+            stdout=open(self.root / "server.log", "ab"), stderr=subprocess.STDOUT,
+        )
+        wait_http(f"{self.uri}/health", timeout=120)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(60)
+            self.process = None
+
+
 def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     """(step, value) of one MLflow metric of one run, by step."""
     from mlflow.tracking import MlflowClient

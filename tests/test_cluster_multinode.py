@@ -21,27 +21,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BIN, REPO, TINY_JOB, free_port, submit_and_wait, wait_http
+from conftest import BIN, REPO, TINY_JOB, MlflowServer, free_port, submit_and_wait
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1500)]
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    server = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts")],
-        stdout=open(root / "server.log", "wb"), stderr=subprocess.STDOUT,
-    )
-    uri = f"http://127.0.0.1:{port}"
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
     try:
-        wait_http(f"{uri}/health", timeout=120)
-        yield uri
+        yield server.uri
     finally:
-        server.terminate()
-        server.wait(60)
+        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -60,3 +60,42 @@ def test_metrics_and_artifacts_read_back(store, tmp_path):
     logged = download_artifact(uri, run_id, "sweep.yaml", tmp_path)
     assert yaml.safe_load(logged.read_text()) == {"name": "s", "num_samples": 2}
     assert download_artifact(uri, run_id, "predictions/val.npz", tmp_path) is None
+
+
+def test_the_workers_logger_rides_out_a_tracking_server_restart(tmp_path, monkeypatch):
+    """A real `mlflow server` stopped for a while under a run: logging neither blocks nor raises, and everything
+    logged meanwhile arrives once the server is back, with the outage's length."""
+    import time
+
+    import numpy as np
+    from conftest import MlflowServer
+
+    from zv_ray.tracking import RunLogger
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast: RunLogger does the retrying
+    server = MlflowServer(tmp_path).start()
+    try:
+        client = MlflowClient(server.uri)
+        run_id = client.create_run(client.create_experiment("outage")).info.run_id
+        logger = RunLogger(server.uri, run_id)
+        logger.metrics({"train/loss": 1.0}, step=1)
+        server.stop()
+        started = time.monotonic()
+        for step in range(2, 6):
+            logger.metrics({"train/loss": 1.0 / step}, step=step)
+        logger.image(np.zeros((4, 4, 3), np.uint8), "images/step_5.png")
+        (tmp_path / "g.ply").write_text("ply")
+        logger.artifact(tmp_path / "g.ply", "gaussians")
+        (tmp_path / "g.ply").unlink()  # the caller's temporary folder is gone before the upload
+        assert time.monotonic() - started < 1.0, "logging waited on the server"
+        time.sleep(3)
+        server.start()
+        logger.close(flush_timeout_s=120)
+        assert logger.unsent == 0
+        assert [s for s, _ in metric_history(server.uri, run_id, "train/loss")] == [1, 2, 3, 4, 5]
+        (outage,) = metric_history(server.uri, run_id, "system/tracking_outage_s")
+        assert outage[1] >= 3
+        paths = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "images")}
+        assert {"gaussians", "images/step_5.png"} <= paths
+    finally:
+        server.stop()

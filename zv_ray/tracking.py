@@ -118,13 +118,28 @@ def log_params(tracking_uri: str, run_id: str, params: dict[str, Any]) -> None:
 
 
 class RunLogger:
-    """Thin wrapper used by rank 0 inside the workers; with system_metrics_every_s it also samples the node's CPU,
-    memory, disk, network and (with nvidia-ml-py) GPU into `system/*` metrics, continuing their step count across
-    restarts."""
+    """Rank 0's logger inside the workers. Every call is queued and sent in order by a background thread, which keeps
+    retrying an item while the tracking server is unreachable (an MLflow server restart, a network blip): training
+    never waits on MLflow. On recovery it logs `system/tracking_outage_s`; what is still unsent when `close` gives up
+    is counted in the `zv_ray.unsent_log_items` tag and a warning, never an exception. With system_metrics_every_s it
+    also samples the node's CPU, memory, disk, network and (with nvidia-ml-py) GPU into `system/*` metrics,
+    continuing their step count across restarts."""
+
+    RETRY_EVERY_S = 2.0
 
     def __init__(self, tracking_uri: str, run_id: str, *, system_metrics_every_s: float | None = None):
+        import queue
+        import tempfile
+        import threading
+
         self.client = _client(tracking_uri)
         self.run_id = run_id
+        self.unsent = 0
+        self._queue: queue.Queue = queue.Queue()
+        self._files = tempfile.TemporaryDirectory(prefix="zv-ray-artifacts-")  # artifacts outlive their caller's folder
+        self._last_step = 0
+        self._sender = threading.Thread(target=self._send_forever, name="mlflow-sender", daemon=True)
+        self._sender.start()
         self.system = None
         if system_metrics_every_s:
             import socket
@@ -135,27 +150,70 @@ class RunLogger:
                                                node_id=socket.gethostname(), tracking_uri=tracking_uri)
             self.system.start()
 
-    def close(self) -> None:
+    def _send_forever(self) -> None:
+        import logging
+
+        while (item := self._queue.get()) is not None:
+            down_since = None
+            while True:
+                try:
+                    item()
+                    break
+                except Exception as err:  # noqa: BLE001 - any failure to reach the server: retry the same item
+                    if down_since is None:
+                        down_since = time.monotonic()
+                        logging.getLogger(__name__).warning("MLflow unreachable, retrying: %s", err)
+                    time.sleep(self.RETRY_EVERY_S)
+            if down_since is not None:  # queued like any item, so a failure to send it is retried too
+                outage, step = time.monotonic() - down_since, self._last_step
+                self._queue.put(lambda: self.client.log_metric(self.run_id, "system/tracking_outage_s", outage, step=step))
+            self._queue.task_done()
+
+    def close(self, flush_timeout_s: float = 120.0) -> None:
+        """Stop the system metrics, send what is queued (for at most flush_timeout_s), then stop the sender."""
+        import logging
+
         if self.system is not None:
             self.system.finish()
+        deadline = time.monotonic() + flush_timeout_s
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.unsent = self._queue.unfinished_tasks
+        if self.unsent:
+            logging.getLogger(__name__).warning("MLflow: %d log items unsent after %.0f s", self.unsent, flush_timeout_s)
+            try:
+                self.client.set_tag(self.run_id, "zv_ray.unsent_log_items", str(self.unsent))
+            except Exception:  # noqa: BLE001 - still unreachable: the warning above is the record
+                pass
+        else:
+            self._queue.put(None)
+            self._sender.join(10)
+        self._files.cleanup()
 
     def metrics(self, values: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
+        self._last_step = step
         batch = [Metric(k, float(v), now, step) for k, v in values.items() if v is not None and np.isfinite(v)]
         if batch:
-            self.client.log_batch(self.run_id, metrics=batch)
+            self._queue.put(lambda: self.client.log_batch(self.run_id, metrics=batch))
 
     def artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        import shutil
+        import uuid
+
+        kept = Path(self._files.name) / uuid.uuid4().hex / Path(path).name
+        kept.parent.mkdir()
+        shutil.copy2(path, kept)
+        self._queue.put(lambda: self.client.log_artifact(self.run_id, str(kept), artifact_path))
 
     def image(self, image: np.ndarray, artifact_file: str) -> None:
-        self.client.log_image(self.run_id, image, artifact_file=artifact_file)
+        self._queue.put(lambda: self.client.log_image(self.run_id, image, artifact_file=artifact_file))
 
     def tags(self, values: dict[str, str]) -> None:
         for k, v in values.items():
-            self.client.set_tag(self.run_id, k, v)
+            self._queue.put(lambda k=k, v=v: self.client.set_tag(self.run_id, k, v))
 
 
 def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
