@@ -1,18 +1,23 @@
-"""The GPU check (issue 12): one prepared run on a lent GPU that measures what the CPU suite cannot.
+"""The GPU check (issues 12 and 24): one prepared run on a lent GPU that measures what the CPU suite cannot.
 
-    # on the device machine, as one `run` call (docs/gpu_check.md: the exact command and its carry list)
-    python3 scripts/gpu_check.py --out $OUT --budget 480
-    # here: the same steps at toy sizes on the CPU, to prove the plumbing
+    # on the device machine, as one `run` call (docs/gpu_check.md: the exact command, its carry list and timeout)
+    python3 scripts/gpu_check.py --out $OUT --budget 420
+    # here: the same steps at toy sizes on the CPU, to prove the plumbing and the plan
     .venv/bin/python scripts/gpu_check.py --cpu-dry-run --out outputs/gpu_check
-    # again, some steps only
-    python3 scripts/gpu_check.py --out $OUT --only gsplat_compile,paper_256
+    # some steps again, on the still-warm machine (the run ends by printing this line for what failed or was skipped)
+    python3 scripts/gpu_check.py --out $OUT --budget 330 --only paper_512,egl_render
+
+gsplat's JIT build starts in the background at second 0 (its whole output in <out>/gsplat_build.log) while the
+steps that need no gsplat use the GPU; the steps that render with gsplat follow the build, and EGL rendering comes
+last. If gsplat 1.5.3 does not build, the carried 1.6 fallback (.whl/fallback/) is built in turn; if neither does,
+the gsplat steps are skipped with the reason and `model_alone` has still timed the model's forward and backward.
 
 Each step appends its record to <out>/gpu_check.json as soon as it ends, so a run cut short keeps what it
 measured; <out>/gpu_check.log holds the output. The steps run in a child process that this one watches (it
-imports no torch): a step past its limit is killed, and after a step that raised or crashed a fresh child
-takes the remaining ones, since a failed CUDA step can leave its context unusable. A step that would not fit
-the wall-clock budget is skipped and says so. Ray does not run there: batches are built as Ray Train's
-iter_torch_batches hands them to a GPU worker, already on the device.
+imports no torch): a step past its limit is killed, and after a step that raised or crashed a fresh child takes
+the remaining ones, since a failed CUDA step can leave its context unusable. A step that would not fit the
+wall-clock budget is skipped and says so. Ray does not run there: batches are built by the loop's own functions
+and handed over as Ray Train's iter_torch_batches hands them to a GPU worker, already on the device.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import json
 import math
 import os
 import selectors
+import shlex
 import signal
 import statistics
 import subprocess
@@ -38,9 +44,19 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 PROTOCOL = "@@gpu_check "  # child -> parent: {"start": step} | {"share": {...}} | {"record": {...}}
 NVIDIA_EGL_VENDOR = Path("/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json")
+FALLBACK_WHEELS = REPO / ".whl" / "fallback"  # gpu_check_prepare.sh: gsplat 1.6, tried if 1.5.3 does not build
+DEFAULT_BUILD_DIR = Path(tempfile.gettempdir()) / "zv-gpu-check-torch-extensions"
 # Toy sizes for --cpu-dry-run (the TINY model, one object, 12 rendered views).
 TOY = ("model.width=128", "model.depth=4", "model.num_heads=4", "train.batch_size_per_worker=1", "render.num_views=12")
-INT32_MAX = 2**31 - 1  # gsplat indexes tile intersections with int32
+TOY_RES = {"256": ("train.resolution=32", "render.resolution=64"), "512": ("train.resolution=48", "render.resolution=64")}
+# Gaussians about a pixel wide at 256 px (scale e^-5 ~ 0.007 at camera distances ~2): the low end of the
+# rasterizer's cost, where a trained model's are; the initial ones (e^-2.3 ~ 0.1) are the high end.
+SMALL_GAUSSIANS = ("model.scale_bias=-5.0",)
+DATASHEET_TFLOPS = 989.0  # H100/H200 SXM dense bf16, NVIDIA's datasheet
+# Plan: guesses for an H200 with 16 cores, before any run; the records hold what each took.
+BUILD_ESTIMATE_S, BUILD_LIMIT_S = 180, 330  # gsplat's JIT build for the card's one architecture
+CHILD_START_S = 5  # a child process importing torch and starting CUDA
+MIN_MARGIN_S = 60  # the plan must leave this much of --budget unused
 
 
 @dataclass(frozen=True)
@@ -49,15 +65,16 @@ class Step:
     run: Callable[["Context"], dict]
     estimate_s: float  # typical seconds on an H200: a step is skipped when less than this is left
     limit_s: float  # killed past this
-    cuda_only: bool
+    needs_gsplat: bool  # runs after the build; on the GPU, skipped when gsplat did not build
+    after_build: bool  # runs after the build (gsplat steps, and EGL rendering last)
 
 
 STEPS: dict[str, Step] = {}  # in run order
 
 
-def step(estimate_s: float, limit_s: float, cuda_only: bool = False):
+def step(estimate_s: float, limit_s: float, needs_gsplat: bool = False, after_build: bool = False):
     def register(fn: Callable[["Context"], dict]) -> Callable[["Context"], dict]:
-        STEPS[fn.__name__] = Step(fn.__name__, fn, estimate_s, limit_s, cuda_only)
+        STEPS[fn.__name__] = Step(fn.__name__, fn, estimate_s, limit_s, needs_gsplat, needs_gsplat or after_build)
         return fn
 
     return register
@@ -76,7 +93,7 @@ class Context:
         self.dry = dry
         self.shared = shared
         self.device = torch.device("cpu" if dry else "cuda")
-        if not dry:  # as train_loop_per_worker sets them on a GPU
+        if not dry:  # as setup_worker sets them on a GPU
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
 
@@ -97,9 +114,13 @@ class Context:
         return load_config(REPO / path, [*overrides, *((*TOY, *toy) if self.dry else ())])
 
     def rasterizer(self) -> str:
-        """gsplat once gsplat_compile built it; before that (or when it failed) the torch rasterizer, so no
+        """gsplat once the background build made it; before that (or when it failed) the torch rasterizer, so no
         step starts a compile of its own."""
         return "auto" if self.shared.get("gsplat") == "ok" else "torch"
+
+    def gsplat(self) -> str | None:
+        """The gsplat version the step's figures were made with; None for the torch rasterizer."""
+        return self.shared.get("gsplat_version") if self.rasterizer() == "auto" else None
 
 
 # ---------------------------------------------------------------------------------------------- shared parts
@@ -118,34 +139,33 @@ def attempt(fn: Callable[[], Any]) -> tuple[Any, str]:
         return None, f"{type(err).__name__}: {err}"[:600]
 
 
-def ray_batch(cfg, device, seed: int = 0) -> dict:
-    """One batch of the object stream as iter_torch_batches yields it in a GPU train worker: on the device."""
+def stream_batch(cfg, device, resolution: int | None = None, seed: int = 0) -> dict:
+    """One batch of the object stream as Ray Train's iter_torch_batches yields it in a GPU train worker: samples
+    made by the stream's own rule (records.stored_samples: the views sample_picks chooses from each object's
+    camera pool) of random pixels at `resolution` (default train.resolution, where the online stream renders),
+    on the device."""
     import numpy as np
     import torch
 
-    from zv_ray.render.cameras import sample_cameras
+    from zv_ray.data.records import SAMPLE_COLUMNS, object_cameras, stored_samples
 
-    b, r = cfg.train.batch_size_per_worker, cfg.render
-    cams = [sample_cameras(np.random.default_rng(seed + i), r) for i in range(b)]
-    torch.manual_seed(seed)
-    return {
-        "object_id": torch.arange(b, device=device),
-        "rgba": torch.randint(0, 256, (b, r.num_views, r.resolution, r.resolution, 4), dtype=torch.uint8, device=device),
-        "intrinsics": torch.from_numpy(np.stack([k for k, _ in cams])).to(device),
-        "c2w": torch.from_numpy(np.stack([c for _, c in cams])).to(device),
-    }
+    res, b = resolution or cfg.train.resolution, cfg.train.batch_size_per_worker
+    rng = np.random.default_rng(seed)
+    samples: list[dict] = []
+    while sum(len(s["object_id"]) for s in samples) < b:
+        object_id = len(samples)
+        intrinsics, c2w = object_cameras(cfg.seed, object_id, cfg.render)
+        record = {"object_id": object_id, "rgba": rng.integers(0, 256, (len(c2w), res, res, 4), dtype=np.uint8),
+                  "intrinsics": intrinsics * (res / cfg.render.resolution), "c2w": c2w}
+        samples.append(stored_samples(record, cfg, view_pass=0))
+    return {k: torch.from_numpy(np.concatenate([s[k] for s in samples])[:b]).to(device) for k in SAMPLE_COLUMNS}
 
 
-def view_batch(cfg, raw: dict, device, indices=None):
-    """make_view_batch as the loop calls it; by default the first input + target views of every object."""
-    import torch
+def model_batch(cfg, raw: dict, device):
+    """The loop's view_batch (zv_ray.train.worker): the stream's batch as the model's, at train.resolution."""
+    from zv_ray.train.worker import Worker, view_batch
 
-    from zv_ray.inference.views import make_view_batch
-
-    tc = cfg.train
-    if indices is None:
-        indices = torch.arange(tc.num_input_views + tc.num_target_views).expand(raw["rgba"].shape[0], -1)
-    return make_view_batch(raw["rgba"], raw["intrinsics"], raw["c2w"], indices, tc.num_input_views, tc.resolution).to(device)
+    return view_batch(Worker(cfg, rank=0, world=1, device=device), raw)
 
 
 def trainer(cfg, device, wrap: Callable | None = None):
@@ -171,28 +191,67 @@ def random_lpips(device):
     return LPIPS().requires_grad_(False).eval().to(device)
 
 
-def training_figures(ctx: Context, cfg, warmup: int, timed: int) -> dict:
-    """Step time, peak memory and MFU of the loop's step on one worker, with a per-part split of one more step."""
+def reset_memory(ctx: Context) -> None:
     import torch
 
-    from zv_ray.model import flops_per_step, num_params
+    if ctx.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def figures(ctx: Context, cfg, step_s: float) -> dict:
+    """Throughput, MFU against the measured bf16 peak and the datasheet's, and peak memory since reset_memory.
+    MFU counts the model's FLOPs only (forward + backward; no rasterization, LPIPS or checkpoint recompute)."""
+    import torch
+
+    from zv_ray.model import flops_per_step
+
+    tc = cfg.train
+    achieved = flops_per_step(cfg.model, tc.batch_size_per_worker, tc.num_input_views, tc.resolution) / step_s / 1e12
+    peak = ctx.shared.get("peak_tflops")
+    cuda = ctx.device.type == "cuda"
+    return {
+        "step_s_median": round(step_s, 4),
+        "samples_per_s": round(tc.batch_size_per_worker / step_s, 2),
+        "achieved_tflops": sig(achieved),
+        "mfu_vs_measured_peak": sig(achieved / peak, 3) if peak else None,
+        "mfu_vs_datasheet_989": sig(achieved / DATASHEET_TFLOPS, 3),
+        "memory_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+        "memory_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2) if cuda else None,
+    }
+
+
+def training_figures(ctx: Context, cfg, timed: int) -> dict:
+    """The loop's step on one worker (view_batch + train_step, the perceptual loss with random weights) at the
+    loop's step numbers: warm-ups at its first step (lr warm-up, no perceptual loss) and its first steady one
+    (past both), then `timed` steady steps, each with its time and gsplat's tile intersections; one more step
+    split into its parts."""
+    from zv_ray.model import num_params
     from zv_ray.train.step import train_step
 
     dev, tc = ctx.device, cfg.train
     model, optimizer, params = trainer(cfg, dev)
-    lpips_net = random_lpips(dev)
-    raw = ray_batch(cfg, dev)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times, norms = [], []
-    for i in range(warmup + timed):
+    perceptual = random_lpips(dev) if cfg.loss.perceptual_weight > 0 else None
+    raw = stream_batch(cfg, dev)
+    steady = max(tc.warmup_steps, cfg.loss.perceptual_start_step)
+    reset_memory(ctx)
+    records = []
+    for n in (0, *range(steady, steady + 1 + timed)):
         ctx.sync()
         start = time.perf_counter()
-        result = train_step(model, optimizer, params, view_batch(cfg, raw, dev), cfg, i, lpips_net)
+        result = train_step(model, optimizer, params, model_batch(cfg, raw, dev), cfg, n, perceptual)
         ctx.sync()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-            norms.append(round(result.outcome.grad_norm, 4))
+        records.append({"step": n, "seconds": round(time.perf_counter() - start, 4), "lr": sig(result.lr),
+                        "perceptual": perceptual is not None and n >= cfg.loss.perceptual_start_step,
+                        "tile_intersections": result.tile_intersections, "grad_norm": round(result.outcome.grad_norm, 4)})
+    warm, steps = records[:2], records[2:]
+    rec = {"params_m": round(num_params(model) / 1e6, 1), "batch": tc.batch_size_per_worker, "resolution": tc.resolution,
+           "views": f"{tc.num_input_views}+{tc.num_target_views}", "bf16": cfg.model.bf16,
+           "grad_checkpoint": cfg.model.grad_checkpoint, "scale_bias": cfg.model.scale_bias,
+           "rasterizer": cfg.model.rasterizer, "gsplat": ctx.gsplat(),
+           "perceptual": "lpips, random VGG (timing only)" if perceptual is not None else "off",
+           **figures(ctx, cfg, statistics.median(s["seconds"] for s in steps)),
+           "tile_intersections_max": max((s["tile_intersections"] or 0 for s in steps), default=0) or None,
+           "timed_steps": steps, "warmup_steps": warm}
 
     parts: dict[str, float] = {}
     clock = [time.perf_counter()]
@@ -203,33 +262,35 @@ def training_figures(ctx: Context, cfg, warmup: int, timed: int) -> dict:
         parts[name] = round(now - clock[0], 4)
         clock[0] = now
 
-    batch = view_batch(cfg, raw, dev)
+    batch = model_batch(cfg, raw, dev)
     mark("view_batch")
-    train_step(model, optimizer, params, batch, cfg, warmup + timed, lpips_net, mark=mark)
+    train_step(model, optimizer, params, batch, cfg, steady + timed + 1, perceptual, mark=mark)
+    rec["parts_s (one synchronized step)"] = parts
+    return rec
 
-    step_s = statistics.median(times)
-    flops = flops_per_step(cfg.model, tc.batch_size_per_worker, tc.num_input_views, tc.resolution)
-    peak = ctx.shared.get("peak_tflops")
-    return {
-        "params_m": round(num_params(model) / 1e6, 1),
-        "batch": tc.batch_size_per_worker,
-        "resolution": tc.resolution,
-        "views": f"{tc.num_input_views}+{tc.num_target_views}",
-        "bf16": cfg.model.bf16,
-        "grad_checkpoint": cfg.model.grad_checkpoint,
-        "rasterizer": cfg.model.rasterizer,
-        "lpips": "on, random VGG (timing only)",
-        "step_s_median": round(step_s, 4),
-        "step_s_all": [round(t, 4) for t in times],
-        "samples_per_s": round(tc.batch_size_per_worker / step_s, 2),
-        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if dev.type == "cuda" else None,
-        "model_tflop_per_step": sig(flops / 1e12),
-        "achieved_tflops": sig(flops / step_s / 1e12),
-        # Model FLOPs only (no rasterization, LPIPS or checkpoint recompute) over the whole step's time.
-        "mfu": sig(flops / step_s / 1e12 / peak, 3) if peak else None,
-        "grad_norms": norms,
-        "parts_s (one synchronized step)": parts,
-    }
+
+def paper_stage(ctx: Context, path: str, stage: str, timed: int) -> dict:
+    """A paper stage's loop step with the model's initial Gaussians and with small ones: the two bracket the
+    steady state's rasterization cost."""
+    import torch
+
+    rec: dict[str, Any] = {}
+    for variant, overrides in (("initial_gaussians", ()), ("small_gaussians", SMALL_GAUSSIANS)):
+        # skip_grad_norm: every timed step applies its update, as a healthy run's do.
+        cfg = ctx.config(path, (f"model.rasterizer={ctx.rasterizer()}", "train.skip_grad_norm=1e30", *overrides),
+                         TOY_RES[stage])
+        try:
+            rec[variant] = training_figures(ctx, cfg, 1 if ctx.dry else timed)
+        except torch.cuda.OutOfMemoryError as err:
+            rec[variant] = {"error": f"out of memory: {str(err)[:300]}"}
+        free_device_memory(ctx)
+    rec["headline"] = f"gsplat {ctx.gsplat()}; " + "; ".join(
+        f"{v.split('_')[0]}: " + (r["error"][:60] if "error" in r else
+                                  f"{r['step_s_median']} s/step, MFU {r['mfu_vs_measured_peak']} "
+                                  f"({r['mfu_vs_datasheet_989']} of 989), {r['memory_reserved_gib']} GiB, "
+                                  f"{r['tile_intersections_max']} isects")
+        for v, r in rec.items())
+    return rec
 
 
 def free_device_memory(ctx: Context) -> None:
@@ -242,44 +303,14 @@ def free_device_memory(ctx: Context) -> None:
         torch.cuda.empty_cache()
 
 
-# ---------------------------------------------------------------------------------------------- steps
-
-
-@step(estimate_s=8, limit_s=60)
-def environment(ctx: Context) -> dict:
-    """Python, torch, CUDA runtime and nvcc majors, the card, the packages the check carries."""
-    import platform
-    import shutil
-
-    import torch
-
-    from zv_ray.splat.backend import gsplat_version, nvcc_cuda_version, toolchain_problem
-
-    if not ctx.dry and not torch.cuda.is_available():
-        raise RuntimeError("no CUDA device here: on a CPU machine run with --cpu-dry-run")
-    nvcc = nvcc_cuda_version()
-    rec: dict[str, Any] = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_cuda": torch.version.cuda,
-        "nvcc": nvcc,
-        "cuda_majors_match": None if not (nvcc and torch.version.cuda) else nvcc.split(".")[0] == torch.version.cuda.split(".")[0],
-        "gsplat": str(gsplat_version()),
-        "gsplat_toolchain_problem": toolchain_problem(),
-        "cpus": os.cpu_count(),
-        "packages": {d: _version(d) for d in ("numpy", "pydantic", "trimesh", "manifold3d", "pyrender", "PyOpenGL", "triton")},
-    }
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        rec.update(card=props.name, capability=f"{props.major}.{props.minor}", sms=props.multi_processor_count,
-                   memory_gib=round(props.total_memory / 2**30, 1), cudnn=torch.backends.cudnn.version())
-        if shutil.which("nvidia-smi"):
-            rec["nvidia_smi"] = subprocess.run(
-                ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=30).stdout.strip()
-        ctx.share(card=props.name)
-    rec["headline"] = f"{rec.get('card', 'cpu')}, torch {rec['torch']} (CUDA {rec['torch_cuda']}), nvcc {nvcc}, gsplat {rec['gsplat']}"
-    return rec
+def _run(cmd: list[str]) -> str | None:
+    """A tool's first output line, or None where it is missing or fails."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = (proc.stdout or proc.stderr).strip().splitlines()
+    return lines[0] if proc.returncode == 0 and lines else None
 
 
 def _version(dist: str) -> str | None:
@@ -289,6 +320,69 @@ def _version(dist: str) -> str | None:
         return md.version(dist)
     except md.PackageNotFoundError:
         return None
+
+
+# ---------------------------------------------------------------------------------------------- steps
+
+
+@step(estimate_s=8, limit_s=60)
+def environment(ctx: Context) -> dict:
+    """What gsplat's build and the GL steps depend on: Python (and Python.h), torch and its CUDA, CUDA_HOME, nvcc
+    and the C++ compiler, the arch list against the card, the X11 and GL client libraries, the NVIDIA EGL vendor
+    file; the card; the packages the check carries."""
+    import ctypes
+    import platform
+    import shutil
+    import sysconfig
+
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    from zv_ray.splat.backend import cuda_compiler_problem, find_nvcc, gsplat_problem, nvcc_release
+
+    if not ctx.dry and not torch.cuda.is_available():
+        raise RuntimeError("no CUDA device here: on a CPU machine run with --cpu-dry-run")
+    nvcc = find_nvcc(CUDA_HOME)
+    python_h = Path(sysconfig.get_paths()["include"], "Python.h")
+
+    def loads(lib: str) -> str:
+        return attempt(lambda: ctypes.CDLL(lib))[1]
+
+    rec: dict[str, Any] = {
+        "python": platform.python_version(),
+        "python_h": f"{python_h} {'present' if python_h.is_file() else 'MISSING'}",
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cuda_home": CUDA_HOME,
+        "nvcc": nvcc,
+        "nvcc_release": nvcc and nvcc_release(nvcc),
+        "nvcc_problem": cuda_compiler_problem(torch.version.cuda, nvcc),
+        "cxx": {c: _run([shutil.which(c) or c, "--version"]) for c in (os.environ.get("CXX", "c++"), "g++")},
+        "torch_cuda_arch_list": os.environ.get("TORCH_CUDA_ARCH_LIST"),
+        "max_jobs": os.environ.get("MAX_JOBS"),
+        "gsplat": _version("gsplat"),
+        "gsplat_problem": gsplat_problem(),
+        # glvnd's libGLX (behind pyrender's libGL) needs the X11 client libraries even without a display.
+        "gl_libraries": {lib: loads(lib) for lib in ("libX11.so.6", "libxcb.so.1", "libXext.so.6", "libXrender.so.1",
+                                                     "libGLX.so.0", "libGL.so.1", "libEGL.so.1", "libOpenGL.so.0")},
+        "nvidia_egl_vendor_file": str(NVIDIA_EGL_VENDOR) if NVIDIA_EGL_VENDOR.is_file() else "MISSING",
+        "egl_vendor_env": os.environ.get("__EGL_VENDOR_LIBRARY_FILENAMES"),
+        "cpus": os.cpu_count(),
+        "packages": {d: _version(d) for d in ("numpy", "pydantic", "trimesh", "manifold3d", "pyrender", "PyOpenGL", "triton")},
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        capability = f"{props.major}.{props.minor}"
+        rec.update(card=props.name, capability=capability, sms=props.multi_processor_count,
+                   memory_gib=round(props.total_memory / 2**30, 1), cudnn=torch.backends.cudnn.version(),
+                   arch_list_is_the_card=rec["torch_cuda_arch_list"] == capability)
+        rec["nvidia_smi"] = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm",
+                                  "--format=csv,noheader"])
+        ctx.share(card=props.name)
+    rec["headline"] = (f"{rec.get('card', 'cpu')}, torch {rec['torch']} (CUDA {rec['torch_cuda']}), nvcc "
+                       f"{rec['nvcc_release']}, arch {rec['torch_cuda_arch_list']}, gsplat {rec['gsplat']}, "
+                       f"libX11 {rec['gl_libraries']['libX11.so.6'][:20]}")
+    return rec
 
 
 @step(estimate_s=10, limit_s=60)
@@ -313,8 +407,8 @@ def matmul_peak(ctx: Context) -> dict:
     times = [mean_of_ten() for _ in range(3)]
     tflops = 2 * n**3 / statistics.median(times) / 1e12
     ctx.share(peak_tflops=tflops)
-    return {"n": n, "dtype": str(dtype), "tflops_median": sig(tflops),
-            "tflops_best": sig(2 * n**3 / min(times) / 1e12), "headline": f"{tflops:.3g} TFLOP/s {dtype}"}
+    return {"n": n, "dtype": str(dtype), "tflops_median": sig(tflops), "tflops_best": sig(2 * n**3 / min(times) / 1e12),
+            "of_datasheet_989": sig(tflops / DATASHEET_TFLOPS, 3), "headline": f"{tflops:.3g} TFLOP/s {dtype}"}
 
 
 @step(estimate_s=20, limit_s=120)
@@ -322,30 +416,25 @@ def breakers(ctx: Context) -> dict:
     """Issue 12 breakers 1, 2 and 11 on a batch already on the device: the old code's failure and the loop's path."""
     import torch
 
+    from zv_ray.inference.views import pick_training_views
     from zv_ray.model import GSLRM
     from zv_ray.model.checkpoint import load_checkpoint, save_checkpoint
     from zv_ray.train.step import build_optimizer, train_step
-    from zv_ray.inference.views import pick_training_views
 
     dev = ctx.device
-    # Renders at 64 px, trained at 32 px: the resize that scales the intrinsics (breaker 1).
     cfg = ctx.config("configs/tiny.yaml", ("model.bf16=true", f"model.rasterizer={ctx.rasterizer()}", "loss.perceptual_weight=0.2"))
     tc = cfg.train
-    raw = ray_batch(cfg, dev)
+    # Stored at 64 px (a Parquet stream), trained at 32 px: the resize that scales the intrinsics (breaker 1).
+    raw = stream_batch(cfg, dev, cfg.render.resolution)
     lpips_net = random_lpips(dev)
-    rec: dict[str, Any] = {"render_resolution": cfg.render.resolution, "train_resolution": tc.resolution,
+    rec: dict[str, Any] = {"stream_resolution": cfg.render.resolution, "train_resolution": tc.resolution,
                            "rasterizer": cfg.model.rasterizer}
 
     # Breaker 1 as it was: a CPU scale vector multiplied into the device intrinsics.
     rec["b1_old_cpu_scale"] = attempt(lambda: raw["intrinsics"] * torch.tensor([0.5, 0.5, 0.5, 0.5]))[1]
-    rng = torch.Generator().manual_seed(0)  # the loop's view generator is a CPU one
-
-    def pick(c2w):
-        return pick_training_views(c2w, tc, rng)
-
-    rec["view_choice_device_cameras"] = attempt(lambda: pick(raw["c2w"]))[1]
-    idx = pick(raw["c2w"].cpu())  # go on past a failure there
-    batch, rec["view_batch"] = attempt(lambda: view_batch(cfg, raw, dev, idx))
+    rng = torch.Generator().manual_seed(0)  # the views' generator is a CPU one
+    rec["view_choice_device_cameras"] = attempt(lambda: pick_training_views(raw["c2w"], tc, rng))[1]
+    batch, rec["view_batch"] = attempt(lambda: model_batch(cfg, raw, dev))
 
     model, optimizer, params = trainer(cfg, dev)
     dtypes: dict[str, str] = {}
@@ -396,21 +485,19 @@ def breakers(ctx: Context) -> dict:
 @step(estimate_s=15, limit_s=90)
 def flash_attention(ctx: Context) -> dict:
     """Which attention kernels the model's forward and backward run (torch.profiler): flash on CUDA in bf16?"""
-    import torch
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
+    from zv_ray.inference.predict import predict_gaussians
     from zv_ray.model import GSLRM
 
     dev = ctx.device
-    cfg = ctx.config("configs/paper.yaml", ("model.depth=2", "train.batch_size_per_worker=1"),
-                     ("train.resolution=32", "render.resolution=64"))
+    cfg = ctx.config("configs/paper.yaml", ("model.depth=2", "train.batch_size_per_worker=1"), TOY_RES["256"])
     model = GSLRM(cfg.model).to(dev)
-    batch = view_batch(cfg, ray_batch(cfg, dev), dev)
+    batch = model_batch(cfg, stream_batch(cfg, dev), dev)
 
     def forward_backward() -> None:
-        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):  # as predict_and_render
-            g = model(batch.input_images, batch.input_intrinsics, batch.input_c2w)
+        g = predict_gaussians(model, batch, cfg)  # the step's forward: bf16 autocast on CUDA
         (g.means.sum() + g.colors.sum()).backward()
         ctx.sync()
 
@@ -455,11 +542,11 @@ def ddp_nccl(ctx: Context) -> dict:
         cfg = ctx.config("configs/tiny.yaml", ("model.bf16=true", f"model.rasterizer={ctx.rasterizer()}"))
         wrap = lambda m: DistributedDataParallel(m, device_ids=[0] if dev.type == "cuda" else None)  # noqa: E731
         model, optimizer, params = trainer(cfg, dev, wrap)
-        raw = ray_batch(cfg, dev)
+        raw = stream_batch(cfg, dev)
         times, norms = [], []
         for i in range(2):
             start = time.perf_counter()
-            result = train_step(model, optimizer, params, view_batch(cfg, raw, dev), cfg, i, None)
+            result = train_step(model, optimizer, params, model_batch(cfg, raw, dev), cfg, i, None)
             ctx.sync()
             times.append(round(time.perf_counter() - start, 4))
             norms.append(result.outcome.grad_norm)
@@ -475,9 +562,127 @@ def ddp_nccl(ctx: Context) -> dict:
     return rec
 
 
-@step(estimate_s=45, limit_s=150)
+@step(estimate_s=40, limit_s=150)
+def model_alone(ctx: Context) -> dict:
+    """The paper model alone: the step's forward (predict_gaussians) and a backward from every Gaussian field, no
+    rasterizer and no perceptual loss, at 256 px with and without gradient checkpointing and at 512 px. MFU and
+    memory that come back whether or not gsplat builds (it runs beside the build)."""
+    import torch
+
+    rec: dict[str, Any] = {"beside_gsplat_build": ctx.shared.get("gsplat_building", False)}
+    for stage, path, ckpt in (("256", "configs/paper.yaml", True), ("256", "configs/paper.yaml", False),
+                              ("512", "configs/paper_512.yaml", True)):
+        cfg = ctx.config(path, (f"model.grad_checkpoint={str(ckpt).lower()}",), TOY_RES[stage])
+        key = f"{stage}_grad_checkpoint_{ckpt}"
+        try:
+            rec[key] = _model_alone_figures(ctx, cfg, *((1, 1) if ctx.dry else (2, 5)))
+        except torch.cuda.OutOfMemoryError as err:
+            rec[key] = {"error": f"out of memory: {str(err)[:300]}"}
+        free_device_memory(ctx)
+    rec["headline"] = "; ".join(
+        f"{k.replace('_grad_checkpoint_', ' ckpt ')}: " + (v["error"][:50] if "error" in v else
+                                                          f"{v['step_s_median']} s, MFU {v['mfu_vs_measured_peak']}, "
+                                                          f"{v['memory_reserved_gib']} GiB")
+        for k, v in rec.items() if isinstance(v, dict))
+    return rec
+
+
+def _model_alone_figures(ctx: Context, cfg, warmup: int, timed: int) -> dict:
+    import torch
+
+    from zv_ray.inference.predict import predict_gaussians
+    from zv_ray.model import GSLRM
+
+    torch.manual_seed(cfg.seed)
+    with torch.device(ctx.device):
+        model = GSLRM(cfg.model)
+    batch = model_batch(cfg, stream_batch(cfg, ctx.device), ctx.device)
+    reset_memory(ctx)
+    times = []
+    for i in range(warmup + timed):
+        ctx.sync()
+        start = time.perf_counter()
+        g = predict_gaussians(model, batch, cfg)
+        sum(t.square().mean() for t in (g.means, g.scales, g.quats, g.opacities, g.colors)).backward()
+        model.zero_grad(set_to_none=True)
+        ctx.sync()
+        if i >= warmup:
+            times.append(round(time.perf_counter() - start, 4))
+    return {"batch": cfg.train.batch_size_per_worker, "resolution": cfg.train.resolution,
+            **figures(ctx, cfg, statistics.median(times)), "step_s_all": times}
+
+
+@step(estimate_s=25, limit_s=150)
+def tile_intersections(ctx: Context) -> dict:
+    """gsplat's tile-intersection count (the library's tile_intersections: the torch projection with gsplat's
+    rule, no gsplat needed) for the 256 and 512 stages at step 0 and at saturated scales (every scale at the
+    activation's maximum, opacity 0.99): per batched call, per scene and per camera, against int32."""
+    import torch
+
+    from zv_ray.inference.predict import predict_gaussians
+    from zv_ray.model import GSLRM
+    from zv_ray.splat.gaussians import Gaussians
+    from zv_ray.splat.rasterize import GSPLAT_TILE, INT32_MAX, tile_intersections
+
+    dev = ctx.device
+    rec: dict[str, Any] = {"tile_size": GSPLAT_TILE}
+    for stage, path in (("256", "configs/paper.yaml"), ("512", "configs/paper_512.yaml")):
+        cfg = ctx.config(path, (), TOY_RES[stage])
+        torch.manual_seed(cfg.seed)
+        with torch.device(dev):
+            model = GSLRM(cfg.model)
+        batch = model_batch(cfg, stream_batch(cfg, dev), dev)
+        with torch.no_grad():
+            g = predict_gaussians(model, batch, cfg)
+        del model
+        saturated = Gaussians(means=g.means, scales=torch.full_like(g.scales, math.exp(cfg.model.scale_max_log)),
+                              quats=g.quats, opacities=torch.full_like(g.opacities, 0.99), colors=g.colors)
+        res = cfg.train.resolution
+        for state, gaussians in (("step0", g), ("saturated", saturated)):
+            counts = tile_intersections(gaussians, batch.intrinsics, batch.c2w, res, res)  # [B, C]
+            rec[f"{stage}_{state}"] = {
+                "gaussians_per_scene": gaussians.num, "cameras": counts.shape[1], "batch": counts.shape[0],
+                "total": int(counts.sum()), "per_scene_max": int(counts.sum(1).max()), "per_camera_max": int(counts.max()),
+                "total_over_int32": sig(int(counts.sum()) / INT32_MAX, 3)}
+        free_device_memory(ctx)
+    rec["headline"] = ", ".join(f"{k} {v['total_over_int32']}x int32" for k, v in rec.items() if isinstance(v, dict))
+    return rec
+
+
+@step(estimate_s=25, limit_s=120, needs_gsplat=True)
+def gsplat_agreement(ctx: Context) -> dict:
+    """tests/test_splat_gsplat.py: gsplat and the torch rasterizer agree (values and gradients) on CUDA."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "tests/test_splat_gsplat.py"],
+                          cwd=REPO, capture_output=True, text=True, timeout=STEPS["gsplat_agreement"].limit_s - 10)
+    lines = proc.stdout.strip().splitlines()
+    return {
+        "returncode": proc.returncode,
+        "summary": lines[-1] if lines else proc.stderr[-300:],
+        "relative_errors": [line.strip() for line in lines if "relative errors" in line],
+        "failures": [line for line in lines if line.startswith(("FAILED", "ERROR", "E "))][:20],
+        # Without CUDA the module skips itself (pytest exit code 5: nothing ran), which the dry run expects.
+        "ok": proc.returncode == 0 or (ctx.dry and proc.returncode == 5),
+        "headline": f"gsplat {ctx.gsplat()}: " + (lines[-1] if lines else "no output"),
+    }
+
+
+@step(estimate_s=50, limit_s=200, needs_gsplat=True)
+def paper_256(ctx: Context) -> dict:
+    """Paper stage 1 on one GPU (configs/paper.yaml: B=8, 4+4 views at 256 px, bf16, gradient checkpointing,
+    LPIPS), initial and small Gaussians."""
+    return paper_stage(ctx, "configs/paper.yaml", "256", timed=5)
+
+
+@step(estimate_s=45, limit_s=180, needs_gsplat=True)
+def paper_512(ctx: Context) -> dict:
+    """Paper stage 2 on one GPU (configs/paper_512.yaml: B=2, 4+4 views at 512 px), initial and small Gaussians."""
+    return paper_stage(ctx, "configs/paper_512.yaml", "512", timed=4)
+
+
+@step(estimate_s=35, limit_s=150, after_build=True)
 def egl_render(ctx: Context) -> dict:
-    """pyrender on EGL: the GL renderer string and views/s for paper-size Zeroverse objects (32 views at 512 and 256)."""
+    """pyrender on EGL, last (a broken GL stack can take the process down): the GL renderer string and views/s
+    for paper-size Zeroverse objects (32 views at 512 and 256, read back to host memory)."""
     import numpy as np
 
     from zv_ray.render.cameras import sample_cameras
@@ -509,165 +714,6 @@ def egl_render(ctx: Context) -> dict:
     return rec
 
 
-@step(estimate_s=180, limit_s=330, cuda_only=True)
-def gsplat_compile(ctx: Context) -> dict:
-    """gsplat's JIT build through the node setup step (python -m zv_ray.splat.backend), then a cached load."""
-    runs = []
-    for _ in range(2):  # first: the compile; second: what every later process pays
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "zv_ray.splat.backend"], cwd=REPO, capture_output=True, text=True,
-                              timeout=STEPS["gsplat_compile"].limit_s - 20)
-        runs.append((time.perf_counter() - start, proc))
-        if proc.returncode:
-            break
-    (compile_s, first), ok = runs[0], runs[-1][1].returncode == 0
-    ctx.share(gsplat="ok" if ok else (first.stdout + first.stderr).strip()[-300:])
-    return {
-        "TORCH_CUDA_ARCH_LIST": os.environ.get("TORCH_CUDA_ARCH_LIST"),
-        "MAX_JOBS": os.environ.get("MAX_JOBS"),
-        "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR"),
-        "compile_s": round(compile_s, 1),
-        "cached_load_s": round(runs[1][0], 1) if len(runs) > 1 else None,
-        "output_tail": (first.stdout + first.stderr).strip().splitlines()[-12:],
-        "ok": ok,
-        "headline": f"built in {compile_s:.0f} s" + (f", cached load {runs[1][0]:.1f} s" if len(runs) > 1 else ": FAILED"),
-    }
-
-
-@step(estimate_s=40, limit_s=150)
-def gsplat_agreement(ctx: Context) -> dict:
-    """tests/test_splat_gsplat.py: gsplat and the torch rasterizer agree (values and gradients) on CUDA."""
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "tests/test_splat_gsplat.py"],
-                          cwd=REPO, capture_output=True, text=True, timeout=STEPS["gsplat_agreement"].limit_s - 10)
-    lines = proc.stdout.strip().splitlines()
-    return {
-        "returncode": proc.returncode,
-        "summary": lines[-1] if lines else proc.stderr[-300:],
-        "relative_errors": [line.strip() for line in lines if "relative errors" in line],
-        "failures": [line for line in lines if line.startswith(("FAILED", "ERROR", "E "))][:20],
-        # Without CUDA the module skips itself (pytest exit code 5: nothing ran), which the dry run expects.
-        "ok": proc.returncode == 0 or (ctx.dry and proc.returncode == 5),
-        "headline": lines[-1] if lines else "no output",
-    }
-
-
-@step(estimate_s=75, limit_s=200)
-def paper_256(ctx: Context) -> dict:
-    """Paper stage 1 on one GPU: B=8, 4+4 views, 256 px from 512 px renders, bf16, LPIPS on; with and
-    without gradient checkpointing."""
-    import torch
-
-    rec: dict[str, Any] = {}
-    warmup, timed = (1, 1) if ctx.dry else (2, 6)
-    for ckpt in (False, True):
-        cfg = ctx.config("configs/paper.yaml",
-                         (f"model.grad_checkpoint={str(ckpt).lower()}", f"model.rasterizer={ctx.rasterizer()}",
-                          "train.skip_grad_norm=1e30"),  # every timed step applies its update
-                         ("train.resolution=32", "render.resolution=64"))
-        try:
-            rec[f"grad_checkpoint_{ckpt}"] = training_figures(ctx, cfg, warmup, timed)
-        except torch.cuda.OutOfMemoryError as err:
-            rec[f"grad_checkpoint_{ckpt}"] = {"error": f"out of memory: {str(err)[:300]}"}
-        free_device_memory(ctx)
-    rec["headline"] = "; ".join(
-        f"ckpt {c}: " + (r["error"][:60] if "error" in r else f"{r['step_s_median']} s/step, {r['peak_memory_gib']} GiB, MFU {r['mfu']}")
-        for c, r in ((c, rec[f"grad_checkpoint_{c}"]) for c in (False, True)))
-    return rec
-
-
-@step(estimate_s=40, limit_s=180)
-def tile_intersections(ctx: Context) -> dict:
-    """gsplat's tile-intersection count at step 0 and at saturated scales (every scale at the activation's
-    maximum, opacity 0.99), for the 256 and 512 stages: against int32 (gsplat's index type) per batched call,
-    per scene and per camera. Counted from the torch projection (gsplat's radii rule) everywhere; measured
-    by gsplat where it is built, at the coarsest split whose count fits int32 and half the free memory."""
-    import torch
-
-    from zv_ray.model import GSLRM
-    from zv_ray.splat.gaussians import Gaussians
-    from zv_ray.splat.rasterize import GSPLAT_TILE, tile_intersections
-
-    dev = ctx.device
-    stages = (("256", "configs/paper.yaml", ("train.resolution=32", "render.resolution=64")),
-              ("512", "configs/paper_512.yaml", ("train.resolution=64", "render.resolution=64")))
-    rasterization = _gsplat_or_none(ctx)
-    rec: dict[str, Any] = {"tile_size": GSPLAT_TILE, "gsplat_measured": rasterization is not None}
-    for name, path, toy in stages:
-        cfg = ctx.config(path, (), toy)
-        torch.manual_seed(cfg.seed)
-        with torch.device(dev):
-            model = GSLRM(cfg.model)
-        batch = view_batch(cfg, ray_batch(cfg, dev), dev)
-        with torch.no_grad():
-            g = model(batch.input_images, batch.input_intrinsics, batch.input_c2w)
-        del model
-        saturated = Gaussians(means=g.means, scales=torch.full_like(g.scales, math.exp(cfg.model.scale_max_log)),
-                              quats=g.quats, opacities=torch.full_like(g.opacities, 0.99), colors=g.colors)
-        res = cfg.train.resolution
-        for state, gaussians in (("step0", g), ("saturated", saturated)):
-            counts = tile_intersections(gaussians, batch.intrinsics, batch.c2w, res, res)  # [B, C]
-            figures = {"gaussians_per_scene": gaussians.num, "cameras": counts.shape[1], "batch": counts.shape[0],
-                       "total": int(counts.sum()), "per_scene_max": int(counts.sum(1).max()), "per_camera_max": int(counts.max()),
-                       "total_over_int32": sig(int(counts.sum()) / INT32_MAX, 3)}
-            if rasterization is not None:
-                figures.update(_gsplat_isects(rasterization, gaussians, batch.intrinsics, batch.c2w, res, counts))
-            rec[f"{name}_{state}"] = figures
-        free_device_memory(ctx)
-    rec["headline"] = ", ".join(f"{k} {v['total_over_int32']}x int32" for k, v in rec.items() if isinstance(v, dict))
-    return rec
-
-
-def _gsplat_or_none(ctx: Context):
-    if ctx.rasterizer() != "auto" or ctx.dry:
-        return None
-    from zv_ray.splat.backend import load_gsplat
-
-    return load_gsplat()
-
-
-def _gsplat_isects(rasterization, g, intrinsics, c2w, res: int, counts) -> dict:
-    """Forward gsplat at the coarsest split (batch, scene or camera) that fits int32 and half the free memory."""
-    import torch
-
-    from zv_ray.splat.rasterize import c2w_to_viewmat, intrinsics_to_K
-
-    free = torch.cuda.mem_get_info()[0]
-    fits = lambda n: n < 0.9 * INT32_MAX and 32 * n < free / 2  # noqa: E731 - int64 keys + int32 ids, sort buffers
-    B, C = counts.shape
-    if fits(int(counts.sum())):
-        splits = [(slice(0, B), slice(0, C))]
-    elif fits(int(counts.sum(1).max())):
-        splits = [(slice(b, b + 1), slice(0, C)) for b in range(B)]
-    elif fits(int(counts.max())):
-        splits = [(slice(b, b + 1), slice(c, c + 1)) for b in range(B) for c in range(C)]
-    else:
-        return {"gsplat": "not run: one camera's count does not fit int32 or memory"}
-    viewmats, Ks = c2w_to_viewmat(c2w.float()), intrinsics_to_K(intrinsics.float())
-    total = 0
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    with torch.no_grad():
-        for bs, cs in splits:
-            _, _, meta = rasterization(g.means[bs], g.quats[bs], g.scales[bs], g.opacities[bs], g.colors[bs],
-                                       viewmats[bs, cs], Ks[bs, cs], res, res, sh_degree=None)
-            total += int(meta["flatten_ids"].numel())
-            del meta
-    torch.cuda.synchronize()
-    split = "batch" if len(splits) == 1 else ("scene" if splits[0][1] == slice(0, C) else "camera")
-    return {"gsplat_split": split, "gsplat_calls": len(splits), "gsplat_total": total,
-            "gsplat_over_estimate": sig(total / max(int(counts.sum()), 1)), "gsplat_forward_s": round(time.perf_counter() - start, 3)}
-
-
-@step(estimate_s=50, limit_s=180)
-def paper_512(ctx: Context) -> dict:
-    """Paper stage 2 on one GPU: B=2, 4+4 views, 512 px, bf16, gradient checkpointing, LPIPS on."""
-    cfg = ctx.config("configs/paper_512.yaml", (f"model.rasterizer={ctx.rasterizer()}", "train.skip_grad_norm=1e30"),
-                     ("train.resolution=48", "render.resolution=64"))
-    rec = training_figures(ctx, cfg, *((1, 1) if ctx.dry else (2, 4)))
-    rec["headline"] = f"{rec['step_s_median']} s/step, {rec['peak_memory_gib']} GiB, MFU {rec['mfu']}"
-    return rec
-
-
 # ---------------------------------------------------------------------------------------------- child
 
 
@@ -679,8 +725,10 @@ def run_child(names: list[str], dry: bool) -> None:
     for name in names:
         s = STEPS[name]
         left = deadline - time.time()
-        if dry and s.cuda_only:
-            emit({"record": {"step": name, "status": "skipped", "reason": "needs CUDA and nvcc: not run in the cpu dry run"}})
+        if s.needs_gsplat and not dry and ctx.rasterizer() != "auto":
+            why = ctx.shared.get("gsplat", "not built")
+            emit({"record": {"step": name, "status": "skipped", "reason": f"gsplat did not build ({why}); model_alone "
+                             "has the model's MFU and memory without it"}})
             continue
         if left < s.estimate_s:
             emit({"record": {"step": name, "status": "skipped", "reason": f"budget: ~{s.estimate_s:.0f} s needed, {left:.0f} s left"}})
@@ -693,7 +741,8 @@ def run_child(names: list[str], dry: bool) -> None:
         except Exception as err:  # noqa: BLE001 - recorded; a fresh child takes the remaining steps
             result, status = {"error": f"{type(err).__name__}: {err}"[:2000], "traceback": traceback.format_exc()[-3000:]}, "raised"
         emit({"record": {"step": name, "status": "failed" if status == "raised" else status,
-                         "seconds": round(time.perf_counter() - start, 2), **result}})
+                         "seconds": round(time.perf_counter() - start, 2),
+                         "gsplat": ctx.gsplat() if s.needs_gsplat else None, **result}})
         free_device_memory(ctx)
         if status == "raised" or (not dry and not _cuda_healthy(torch)):
             sys.exit(3)
@@ -727,13 +776,42 @@ class Report:
         tmp.write_text(json.dumps(self.data, indent=1, default=str))
         os.replace(tmp, self.path)
 
+    def status(self, name: str) -> str | None:
+        return next((r["status"] for r in self.data["steps"] if r["step"] == name), None)
 
-def child_env(args: argparse.Namespace, deadline: float, shared: dict) -> dict[str, str]:
+
+def plan(names: list[str], budget: float) -> dict:
+    """The run's schedule from the estimates: the build beside the steps that need no gsplat, then the rest."""
+    beside = [n for n in names if not STEPS[n].after_build]
+    after = [n for n in names if STEPS[n].after_build]
+    build = BUILD_ESTIMATE_S if any(STEPS[n].needs_gsplat for n in names) else 0
+    beside_s = CHILD_START_S + sum(STEPS[n].estimate_s for n in beside) if beside else 0
+    after_s = CHILD_START_S + sum(STEPS[n].estimate_s for n in after) if after else 0
+    total = max(build, beside_s) + after_s
+    return {"build_s": build, "beside_build_s": beside_s, "after_build_s": after_s, "total_s": total,
+            "budget_s": budget, "margin_s": budget - total}
+
+
+def describe(p: dict) -> str:
+    return (f"plan: gsplat build ~{p['build_s']} s in the background beside ~{p['beside_build_s']} s of steps, then "
+            f"~{p['after_build_s']} s after it: ~{p['total_s']} s of the {p['budget_s']:.0f} s budget, "
+            f"margin {p['margin_s']:.0f} s")
+
+
+def card_arch() -> str | None:
+    """The first GPU's compute capability from nvidia-smi (e.g. '9.0'), without importing torch."""
+    found = _run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"])
+    return found.strip() if found else None
+
+
+def child_env(args: argparse.Namespace, deadline: float, arch: str | None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    env.update(PYTHONUNBUFFERED="1", ZV_GPU_CHECK_DEADLINE=str(deadline), ZV_GPU_CHECK_SHARED=json.dumps(shared),
-               PYOPENGL_PLATFORM="egl", TORCH_EXTENSIONS_DIR=str(args.build_dir), MAX_JOBS=str(os.cpu_count()))
-    env.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")  # Hopper (H100/H200): one architecture compiles fastest
+    # The build gets all cores but two: one for the steps beside it, one for this process.
+    env.update(PYTHONUNBUFFERED="1", ZV_GPU_CHECK_DEADLINE=str(deadline), PYOPENGL_PLATFORM="egl",
+               TORCH_EXTENSIONS_DIR=str(args.build_dir), MAX_JOBS=str(max(1, (os.cpu_count() or 1) - 2)))
+    if arch:  # the card's own architecture, whatever the image set: one compiles fastest and runs here
+        env["TORCH_CUDA_ARCH_LIST"] = arch
     if NVIDIA_EGL_VENDOR.is_file():  # the driver's EGL lives outside glvnd's default search path there
         env.setdefault("__EGL_VENDOR_LIBRARY_FILENAMES", str(NVIDIA_EGL_VENDOR))
     if args.cpu_dry_run:
@@ -741,44 +819,158 @@ def child_env(args: argparse.Namespace, deadline: float, shared: dict) -> dict[s
     return env
 
 
-def run_children(args: argparse.Namespace, report: Report, log, deadline: float) -> dict:
-    shared: dict[str, Any] = {}
-    pending = [n for n in STEPS if not args.only or n in args.only]
+class GsplatBuild:
+    """gsplat's JIT build as a background process from second 0: the GPU nodes' setup step
+    (`python -m zv_ray.splat.backend`), its whole output (VERBOSE=1: every compiler command) in the log. If it
+    fails and a fallback wheel was carried, that gsplat is installed into a folder of its own ahead of the first
+    on PYTHONPATH and built in turn, in its own extensions folder. A version that failed here before is not tried
+    again by a rerun on the same machine."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, build_dir: Path, fallback_dir: Path, dry: bool):
+        self.env, self.log_path, self.build_dir, self.dry = env, log_path, build_dir, dry
+        self.attempts: list[dict] = []
+        self.overrides: dict[str, str] = {}  # where the gsplat being built lives, for the children after the build
+        self.proc: subprocess.Popen | None = None
+        self.ok = False
+        self.done = False
+        primary = _version("gsplat")
+        fallbacks = sorted(fallback_dir.glob("gsplat-*.whl"))
+        self.queue: list[tuple[str, Path | None]] = ([(primary, None)] if primary else []) + \
+            [(w.name.split("-")[1], w) for w in fallbacks[-1:]]
+        self.skipped = [v for v, _ in self.queue if self._failed_marker(v).exists()]
+        self.queue = [(v, w) for v, w in self.queue if v not in self.skipped]
+
+    def _failed_marker(self, version: str) -> Path:
+        return self.build_dir / f"zv-gpu-check-failed-{version}"
+
+    def start(self) -> None:
+        self.build_dir.mkdir(parents=True, exist_ok=True)
+        self._next()
+
+    def _next(self) -> None:
+        if not self.queue:
+            self.done = True
+            return
+        version, wheel = self.queue.pop(0)
+        overrides: dict[str, str] = {}
+        with open(self.log_path, "a") as log:
+            log.write(f"=== gsplat {version}{' (fallback wheel ' + wheel.name + ')' if wheel else ''}: "
+                      f"{time.strftime('%H:%M:%S')}\n")
+            if wheel is not None:
+                site = self.build_dir / f"site-gsplat-{version}"
+                install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+                                          "--no-compile", "--upgrade", "--target", str(site), str(wheel)],
+                                         stdout=log, stderr=subprocess.STDOUT, timeout=120)
+                if install.returncode:
+                    self.attempts.append({"gsplat": version, "status": "failed", "error": "its wheel did not install"})
+                    return self._next()
+                overrides = {"PYTHONPATH": os.pathsep.join(p for p in (str(site), self.env.get("PYTHONPATH")) if p),
+                             "TORCH_EXTENSIONS_DIR": str(self.build_dir / f"gsplat-{version}"),
+                             # 1.6 compiles only what is asked for: zv-ray calls the 3DGS rasterizer alone, on
+                             # RGB (3 channels; alpha comes apart), so one of its 23 channel counts will do.
+                             "BUILD_3DGS": "1", "NUM_CHANNELS": "3"}
+            offset = log.tell()
+        self.overrides = overrides
+        self.attempts.append({"gsplat": version, "env": overrides, "started": time.time(), "log_offset": offset})
+        self.output = open(self.log_path, "a")
+        self.proc = subprocess.Popen([sys.executable, "-m", "zv_ray.splat.backend"], cwd=REPO,
+                                     env={**self.env, **overrides, "VERBOSE": "1"}, stdout=self.output,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def poll(self, deadline: float) -> None:
+        """Move the build on: note an ended attempt, start the fallback after a failure, stop one past its limit."""
+        if self.done or self.proc is None:
+            return
+        current = self.attempts[-1]
+        code = self.proc.poll()
+        if code is None:
+            over = time.time() - current["started"] > BUILD_LIMIT_S
+            if over or time.time() > deadline:
+                self.stop("over its limit" if over else "stopped by the wall-clock guard")
+            return
+        self._ended(code, None)
+
+    def stop(self, why: str) -> None:
+        self.queue.clear()
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self._ended(self.proc.wait(), why)
+        self.done = True
+
+    def _ended(self, code: int, killed: str | None) -> None:
+        self.output.close()
+        current = self.attempts[-1]
+        with open(self.log_path, "rb") as log:
+            log.seek(current.pop("log_offset"))
+            tail = log.read().decode(errors="replace").strip().splitlines()[-15:]
+        current.update(seconds=round(time.time() - current.pop("started"), 1), returncode=code,
+                       status="ok" if code == 0 else "failed", log_tail=tail, **({"error": killed} if killed else {}))
+        self.proc = None
+        if code == 0:
+            self.ok, self.done = True, True
+            return
+        if killed is None and not self.dry:
+            self._failed_marker(current["gsplat"]).touch()
+        self._next()
+
+    def shared(self) -> dict[str, str]:
+        """What the children after the build get: 'ok' and the version, or why not."""
+        if self.ok:
+            return {"gsplat": "ok", "gsplat_version": self.attempts[-1]["gsplat"]}
+        why = "; ".join(f"{a['gsplat']}: {a.get('error') or (a.get('log_tail') or ['exit ' + str(a.get('returncode'))])[-1]}"
+                        for a in self.attempts) or "no gsplat installed and no fallback wheel"
+        return {"gsplat": why[:600]}
+
+    def record(self) -> dict:
+        rec: dict[str, Any] = {"step": "gsplat_build", "attempts": self.attempts, "log": self.log_path.name,
+                               "skipped_versions (failed here before)": self.skipped,
+                               "TORCH_CUDA_ARCH_LIST": self.env.get("TORCH_CUDA_ARCH_LIST"), "MAX_JOBS": self.env.get("MAX_JOBS")}
+        done = [a for a in self.attempts if "seconds" in a]
+        if self.ok:
+            rec.update(status="ok", seconds=done[-1]["seconds"], headline=f"gsplat {done[-1]['gsplat']} built in "
+                       f"{done[-1]['seconds']:.0f} s" + (" (after " + ", ".join(a["gsplat"] for a in done[:-1]) + " failed)"
+                                                          if len(done) > 1 else ""))
+        elif self.dry:
+            rec.update(status="skipped", reason="needs CUDA and nvcc: the cpu dry run ran the build command, which "
+                       "stopped as expected: " + self.shared()["gsplat"][:300])
+        else:
+            rec.update(status="failed", error=self.shared()["gsplat"], headline=self.shared()["gsplat"][:150])
+        return rec
+
+
+def run_children(args: argparse.Namespace, names: list[str], env: dict[str, str], report: Report, log, shared: dict,
+                 deadline: float, tick: Callable[[], None]) -> None:
+    """Run `names` in child processes, a fresh one after each crash, until all are recorded."""
+    pending = list(names)
     while pending:
         if time.time() > deadline - 5:
             for name in pending:
                 report.add({"step": name, "status": "skipped", "reason": "budget: the wall-clock guard ran out"})
-            break
+            return
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", ",".join(pending)]
         cmd += ["--cpu-dry-run"] if args.cpu_dry_run else []
-        proc = subprocess.Popen(cmd, cwd=REPO, env=child_env(args, deadline, shared), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        done, current, ended = _watch(proc, report, log, shared, deadline)
+        proc = subprocess.Popen(cmd, cwd=REPO, env={**env, "ZV_GPU_CHECK_SHARED": json.dumps(shared)},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        done, current, ended = _watch(proc, report, log, shared, deadline, tick)
         if current is not None:
             done.add(current)
-        if _status_of(report, "environment") == "failed":
-            for name in pending:
-                if name not in done:
-                    report.add({"step": name, "status": "skipped", "reason": "the environment step failed"})
-            break
+        if report.status("environment") == "failed":
+            return
         if not done:  # the child died before its first step: retrying would fail the same way
             report.add({"step": pending[0], "status": "failed", "error": f"the check's child process did not start a step: {ended}"})
-            break
+            return
         pending = [n for n in pending if n not in done]
-    return shared
 
 
-def _status_of(report: Report, name: str) -> str | None:
-    return next((r["status"] for r in report.data["steps"] if r["step"] == name), None)
-
-
-def _watch(proc: subprocess.Popen, report: Report, log, shared: dict, deadline: float) -> tuple[set[str], str | None, str]:
+def _watch(proc: subprocess.Popen, report: Report, log, shared: dict, deadline: float,
+           tick: Callable[[], None]) -> tuple[set[str], str | None, str]:
     """Relay a child's output until it ends or its step overruns: -> (recorded steps, the step in flight, how it ended)."""
     selector = selectors.DefaultSelector()
     selector.register(proc.stdout, selectors.EVENT_READ)
     done: set[str] = set()
     current, started, step_deadline, buffer, tail, killed = None, 0.0, math.inf, b"", deque(maxlen=20), None
     while True:
+        tick()
         if selector.select(timeout=1.0):
             chunk = os.read(proc.stdout.fileno(), 1 << 16)
             if not chunk:
@@ -822,15 +1014,31 @@ def summary(report: Report) -> str:
     return "\n".join(rows)
 
 
+def rerun_line(args: argparse.Namespace, report: Report) -> str:
+    """The command that reruns what failed or was skipped, with a budget that fits its plan and the margin."""
+    redo = [r["step"] for r in report.data["steps"] if r["step"] in STEPS and r["status"] != "ok"]
+    if not redo:
+        return "rerun: nothing failed or was skipped"
+    budget = math.ceil((plan(redo, 0)["total_s"] + MIN_MARGIN_S) / 10) * 10
+    out = "$OUT" if os.environ.get("OUT") == str(args.out) else shlex.quote(str(args.out))
+    words = ["python3", "scripts/gpu_check.py", "--out", out, "--budget", str(budget), "--only", ",".join(redo)]
+    words += ["--cpu-dry-run"] if args.cpu_dry_run else []
+    words += ["--build-dir", shlex.quote(str(args.build_dir))] if args.build_dir != DEFAULT_BUILD_DIR else []
+    words += ["--fallback-wheels", shlex.quote(str(args.fallback_wheels))] if args.fallback_wheels != FALLBACK_WHEELS else []
+    env = f"PYTHONPATH={shlex.quote(os.environ['PYTHONPATH'])} " if os.environ.get("PYTHONPATH") else ""
+    return f"rerun (warm machine, sent at once): {env}{' '.join(words)}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", REPO / "outputs" / "gpu_check")),
-                        help="folder for gpu_check.json and gpu_check.log (default $OUT)")
-    parser.add_argument("--budget", type=float, default=480, help="wall-clock seconds for all steps")
+                        help="folder for gpu_check.json, gpu_check.log and gsplat_build.log (default $OUT)")
+    parser.add_argument("--budget", type=float, default=420, help="wall-clock seconds for everything")
     parser.add_argument("--only", type=lambda s: s.split(","), help=f"comma-separated steps of: {', '.join(STEPS)}")
-    parser.add_argument("--cpu-dry-run", action="store_true", help="toy sizes on the CPU; CUDA-only steps are skipped")
-    parser.add_argument("--build-dir", type=Path, default=Path(tempfile.gettempdir()) / "zv-gpu-check-torch-extensions",
-                        help="TORCH_EXTENSIONS_DIR for gsplat's JIT build")
+    parser.add_argument("--cpu-dry-run", action="store_true", help="toy sizes on the CPU (the build runs and stops)")
+    parser.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR, help="TORCH_EXTENSIONS_DIR for gsplat's build")
+    parser.add_argument("--fallback-wheels", type=Path, default=FALLBACK_WHEELS,
+                        help="folder of the gsplat wheel to build if the installed one does not (gpu_check_prepare.sh)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -839,17 +1047,54 @@ def main() -> None:
     unknown = sorted(set(args.only or ()) - set(STEPS))
     if unknown:
         parser.error(f"--only: unknown steps {unknown}; choose from {', '.join(STEPS)}")
+    names = [n for n in STEPS if not args.only or n in args.only]
+    schedule = plan(names, args.budget)
+    if schedule["margin_s"] < MIN_MARGIN_S:
+        parser.error(f"{describe(schedule)}: under the {MIN_MARGIN_S} s margin; raise --budget or choose fewer steps")
+    print(describe(schedule), flush=True)
 
-    args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    deadline = started + args.budget
+    args.out.mkdir(parents=True, exist_ok=True)
+    arch = card_arch()
+    env = child_env(args, deadline, arch)
     report = Report(args.out / "gpu_check.json", {"dry_run": args.cpu_dry_run, "budget_s": args.budget, "argv": sys.argv[1:],
-                                                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                                                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "plan": schedule,
+                                                  "arch_list": arch and f"{arch} (nvidia-smi compute_cap)"})
+    build, shared = None, {}
+    if schedule["build_s"]:
+        build = GsplatBuild(env, args.out / "gsplat_build.log", args.build_dir, args.fallback_wheels, args.cpu_dry_run)
+        build.start()
+        shared["gsplat_building"] = True
+    tick = (lambda: build.poll(deadline)) if build else (lambda: None)
     with open(args.out / "gpu_check.log", "a") as log:
-        shared = run_children(args, report, log, started + args.budget)
-    report.data["meta"].update(card=shared.get("card", "cpu"), shared=shared, wall_s=round(time.time() - started, 1))
+        run_children(args, [n for n in names if not STEPS[n].after_build], env, report, log, shared, deadline, tick)
+        after = [n for n in names if STEPS[n].after_build]
+        if report.status("environment") == "failed":
+            if build:
+                build.stop("the environment step failed")
+            for name in (n for n in names if report.status(n) is None):
+                report.add({"step": name, "status": "skipped", "reason": "the environment step failed"})
+        else:
+            if build:
+                # Wait for the build while the steps after it that need no gsplat still fit.
+                rest = CHILD_START_S + sum(STEPS[n].estimate_s for n in after if not STEPS[n].needs_gsplat)
+                while not build.done and deadline - time.time() > rest:
+                    build.poll(deadline)
+                    time.sleep(1)
+                build.stop("still building when only the steps that need no gsplat fitted")
+                report.add(build.record())
+                shared.update(build.shared(), gsplat_building=False)
+                env = {**env, **(build.overrides if build.ok else {})}
+            run_children(args, after, env, report, log, shared, deadline, lambda: None)
+    report.data["meta"].update(card=shared.get("card", "cpu"), gsplat=shared.get("gsplat_version"), shared=shared,
+                               wall_s=round(time.time() - started, 1))
     report.write()
     print(summary(report))
+    print(f"{describe(schedule)}; took {report.data['meta']['wall_s']:.0f} s")
     print(f"records: {report.path}")
+    print(rerun_line(args, report))
+    sys.exit(1 if any(r["status"] == "failed" for r in report.data["steps"]) else 0)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 # Idempotent setup on a fresh Debian/Ubuntu machine: system GL libraries, a venv, torch, then zv-ray.
 #   bash scripts/setup.sh                       # CPU machine (this repo's default): pinned CPU torch
 #   ZV_TORCH=skip bash scripts/setup.sh         # torch already in the image (GPU nodes): the venv sees and keeps it
-#   ZV_GPU=1 ...                                # also gsplat (the `gpu` extra), compiled once for this node
+#   ZV_GPU=1 ...                                # also gsplat (the `gpu` extra), compiled once for this node, and
+#                                               # the CUDA toolkit of torch's CUDA major when the image has another
 #   ZV_VGG_WEIGHTS=s3://B/vgg16-397923af.pth .. # put LPIPS's VGG16 weights into this node's torch hub cache
 # ZV_GPU defaults to 1 where nvidia-smi finds a GPU.
 set -euo pipefail
@@ -52,6 +53,18 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   touch "$stamp"
 fi
 if [ "$ZV_GPU" = 1 ]; then
+  # gsplat's kernels build with an nvcc of torch's CUDA major. Where the image has another (or none), the toolkit
+  # from PyPI, named by CUDA_HOME, which the venv's activate exports to every later shell and the Ray processes
+  # started from one (cluster.yaml sources it from ~/.bashrc).
+  toolkit=$("$VENV/bin/python" -m zv_ray.splat.backend --toolkit)
+  if [ -n "$toolkit" ]; then
+    echo "installing $toolkit: the image's nvcc is not torch's CUDA major"
+    $PIP install -c "$constraints" "$toolkit"
+    CUDA_HOME=$("$VENV/bin/python" -m zv_ray.splat.backend --toolkit-home)
+    export CUDA_HOME
+    sed -i '/# zv-ray: gsplat.s CUDA toolkit$/d' "$VENV/bin/activate"
+    echo "export CUDA_HOME=$CUDA_HOME  # zv-ray: gsplat's CUDA toolkit" >>"$VENV/bin/activate"
+  fi
   # gsplat compiles its kernels at first import: once here, so no training rank races to build it.
   "$VENV/bin/python" -m zv_ray.splat.backend
 fi

@@ -63,22 +63,53 @@ def test_gsplat_versions_outside_the_working_range_are_named(monkeypatch):
     from packaging.version import Version
 
     monkeypatch.setattr(backend, "gsplat_version", lambda: Version("1.5.2"))
-    assert ">=1.5.3,<1.6" in backend.toolchain_problem()
+    assert ">=1.5.3,<1.7" in backend.toolchain_problem()
     monkeypatch.setattr(backend, "gsplat_version", lambda: None)
     assert "not installed" in backend.toolchain_problem()
-    monkeypatch.setattr(backend, "gsplat_version", lambda: Version("1.5.3"))
-    if torch.version.cuda is None:
-        assert "CPU build" in backend.toolchain_problem()
+    for accepted in ("1.5.3", "1.6.0"):  # 1.6.0 is the fallback when 1.5.3 does not build with CUDA 13
+        monkeypatch.setattr(backend, "gsplat_version", lambda: Version(accepted))
+        assert backend.gsplat_problem() is None
+        if torch.version.cuda is None:
+            assert "CPU build" in backend.toolchain_problem()
 
 
-def test_nvcc_with_another_cuda_major_is_named(monkeypatch):
-    from packaging.version import Version
+def fake_nvcc(folder, release: str):
+    """A real executable that answers --version as nvcc <release> does."""
+    folder.mkdir(parents=True)
+    nvcc = folder / "nvcc"
+    nvcc.write_text(f"#!/bin/sh\necho 'Cuda compilation tools, release {release}, V{release}.88'\n")
+    nvcc.chmod(0o755)
+    return nvcc
 
-    monkeypatch.setattr(backend, "gsplat_version", lambda: Version("1.5.3"))
-    monkeypatch.setattr(torch.version, "cuda", "13.0")
-    monkeypatch.setattr(backend, "nvcc_cuda_version", lambda: "12.8")
-    assert "same CUDA major" in backend.toolchain_problem()
-    monkeypatch.setattr(backend, "nvcc_cuda_version", lambda: None)
-    assert "nvcc is not on PATH" in backend.toolchain_problem()
-    monkeypatch.setattr(backend, "nvcc_cuda_version", lambda: "13.0")
-    assert backend.toolchain_problem() is None
+
+def test_doctor_names_an_nvcc_of_another_cuda_major_and_the_toolkit_that_fixes_it(tmp_path):
+    from zv_ray.cluster.doctor import check_cuda_compiler
+    from zv_ray.splat.backend import find_nvcc
+
+    image_cuda12 = fake_nvcc(tmp_path / "image" / "bin", "12.8")
+    found = find_nvcc(str(tmp_path / "image"), path="")  # CUDA_HOME/bin/nvcc first
+    assert found == str(image_cuda12)
+    mismatch = check_cuda_compiler("13.0", found)
+    assert not mismatch.ok and "CUDA 12.8" in mismatch.detail and "CUDA 13.0" in mismatch.detail
+    assert "cuda-toolkit[nvcc,cccl]==13.0.*" in mismatch.fix and "CUDA_HOME" in mismatch.fix
+
+    cuda13 = fake_nvcc(tmp_path / "toolkit" / "bin", "13.0")
+    on_path = find_nvcc(str(tmp_path / "no-such-home"), path=f"{tmp_path / 'empty'}:{cuda13.parent}")  # then PATH
+    assert on_path == str(cuda13)
+    match = check_cuda_compiler("13.0", on_path)
+    assert match.ok and "CUDA 13.0" in match.detail
+
+    missing = check_cuda_compiler("13.0", find_nvcc(None, path=str(tmp_path / "empty")))
+    assert not missing.ok and "no nvcc" in missing.detail
+    # Before CUDA 13 PyPI has no toolkit CUDA_HOME can name: the fix is an image with the right toolkit.
+    old = check_cuda_compiler("12.8", str(cuda13))
+    assert not old.ok and "image whose CUDA toolkit is 12.x" in old.fix
+    assert check_cuda_compiler(None, None).ok  # a CPU torch: the torch row speaks for it
+
+    from rich.console import Console
+
+    from zv_ray.cluster.doctor import checks_table
+
+    console = Console(width=400, record=True)
+    console.print(checks_table([mismatch]))
+    assert "cuda-toolkit[nvcc,cccl]==13.0.*" in console.export_text()  # the table prints pip extras, not markup

@@ -66,13 +66,39 @@ def check_torch(cfg: RunConfig, role: Role) -> Check:
     return Check("torch", True, f"{detail}, {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}")
 
 
-def check_gsplat(cfg: RunConfig, role: Role) -> Check:
-    from zv_ray.splat.backend import gsplat_version, toolchain_problem
+def _wants_gsplat(cfg: RunConfig, role: Role) -> bool:
+    return role == "trainer" and cfg.cluster.use_gpu and cfg.model.rasterizer != "torch"
 
-    wants_gsplat = role == "trainer" and cfg.cluster.use_gpu and cfg.model.rasterizer != "torch"
-    if not wants_gsplat:
+
+def check_cuda_compiler(torch_cuda: str | None, nvcc: str | None) -> Check:
+    """The nvcc gsplat's kernels are built with (`nvcc`: its path, None when there is none) against the CUDA
+    release torch was built with: the majors must match."""
+    from zv_ray.splat.backend import cuda_compiler_problem, nvcc_release, toolkit_fix
+
+    if (problem := cuda_compiler_problem(torch_cuda, nvcc)) is not None:
+        return Check("CUDA compiler", False, problem, toolkit_fix(torch_cuda))
+    if torch_cuda is None:
+        return Check("CUDA compiler", True, "not needed: torch is a CPU build")
+    return Check("CUDA compiler", True, f"{nvcc}: CUDA {nvcc_release(nvcc)}, torch built with CUDA {torch_cuda}")
+
+
+def check_node_cuda_compiler(cfg: RunConfig, role: Role) -> Check:
+    if not _wants_gsplat(cfg, role):
+        return Check("CUDA compiler", True, "not needed here (CPU, or model.rasterizer=torch)")
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    from zv_ray.splat.backend import find_nvcc
+
+    return check_cuda_compiler(torch.version.cuda, find_nvcc(CUDA_HOME))
+
+
+def check_gsplat(cfg: RunConfig, role: Role) -> Check:
+    from zv_ray.splat.backend import gsplat_problem, gsplat_version
+
+    if not _wants_gsplat(cfg, role):
         return Check("gsplat", True, "not needed here (CPU, or model.rasterizer=torch)")
-    if (problem := toolchain_problem()) is not None:
+    if (problem := gsplat_problem()) is not None:  # torch's CUDA and nvcc have rows of their own
         return Check("gsplat", False, problem, "or set model.rasterizer=torch (slow) to train without gsplat")
     from torch.utils.cpp_extension import _get_build_directory
 
@@ -148,6 +174,7 @@ def node_checks(cfg: RunConfig, roles: tuple[Role, ...], tracking_uri: str, stor
     role: Role = "trainer" if "trainer" in roles else roles[0]
     checks = [check_python(), _guard("torch", lambda: check_torch(cfg, role))]
     if "trainer" in roles:
+        checks.append(_guard("CUDA compiler", lambda: check_node_cuda_compiler(cfg, "trainer")))
         checks.append(_guard("gsplat", lambda: check_gsplat(cfg, "trainer")))
     if "render" in roles:
         checks.append(_guard("GL", lambda: check_gl(cfg)))
@@ -283,11 +310,12 @@ def require(checks: list[Check]) -> None:
 
 
 def checks_table(checks: list[Check]):
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="zv-ray doctor", show_lines=False)
     for column in ("node", "check", "", "found", "fix"):
         table.add_column(column, overflow="fold")
-    for c in checks:
-        table.add_row(c.node, c.name, "[green]ok[/]" if c.ok else "[bold red]FAIL[/]", c.detail, c.fix)
+    for c in checks:  # escaped: pip extras such as '.[gpu]' are not markup
+        table.add_row(c.node, c.name, "[green]ok[/]" if c.ok else "[bold red]FAIL[/]", escape(c.detail), escape(c.fix))
     return table

@@ -63,7 +63,7 @@ def c2w_to_viewmat(c2w: Tensor) -> Tensor:  # [..., 4, 4] rigid camera-to-world 
 # (the count below follows gsplat's rule, but float rounding at tile edges may differ a little).
 INT32_MAX = 2**31 - 1
 MAX_INTERSECTIONS = 2**30
-GSPLAT_TILE = 16  # gsplat.rasterization's default tile_size, which render_gaussians keeps
+GSPLAT_TILE = 16  # gsplat.rasterization's default tile_size for 3DGS (1.5 and 1.6), which render_gaussians keeps
 
 
 def tile_intersections(
