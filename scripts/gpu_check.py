@@ -47,7 +47,7 @@ NVIDIA_EGL_VENDOR = Path("/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.j
 FALLBACK_WHEELS = REPO / ".whl" / "fallback"  # gpu_check_prepare.sh: gsplat 1.6, tried if 1.5.3 does not build
 DEFAULT_BUILD_DIR = Path(tempfile.gettempdir()) / "zv-gpu-check-torch-extensions"
 # Toy sizes for --cpu-dry-run (the TINY model, one object, 12 rendered views).
-TOY = ("model.width=128", "model.depth=4", "model.num_heads=4", "train.batch_size_per_worker=1", "render.num_views=12")
+TOY = ("model.width=128", "model.depth=4", "model.num_heads=4", "train.micro_batch_size=1", "render.num_views=12")
 TOY_RES = {"256": ("train.resolution=32", "render.resolution=64"), "512": ("train.resolution=48", "render.resolution=64")}
 # Gaussians about a pixel wide at 256 px (scale e^-5 ~ 0.007 at camera distances ~2): the low end of the
 # rasterizer's cost, where a trained model's are; the initial ones (e^-2.3 ~ 0.1) are the high end.
@@ -139,17 +139,17 @@ def attempt(fn: Callable[[], Any]) -> tuple[Any, str]:
         return None, f"{type(err).__name__}: {err}"[:600]
 
 
-def stream_batch(cfg, device, resolution: int | None = None, seed: int = 0) -> dict:
-    """One batch of the object stream as Ray Train's iter_torch_batches yields it in a GPU train worker: samples
-    made by the stream's own rule (records.stored_samples: the views sample_picks chooses from each object's
-    camera pool) of random pixels at `resolution` (default train.resolution, where the online stream renders),
-    on the device."""
+def stream_batch(cfg, resolution: int | None = None, seed: int = 0) -> dict:
+    """One micro-batch (train.micro_batch_size samples: what one GPU puts through the model at once) as the feed
+    hands it to a train worker (the loop's view_batch moves it to the device): samples made by the
+    stream's own rule (records.stored_samples: the views sample_picks chooses from each object's camera pool) of
+    random pixels at `resolution` (default train.resolution, where the online stream renders), made on the CPU."""
     import numpy as np
     import torch
 
     from zv_ray.data.records import SAMPLE_COLUMNS, object_cameras, stored_samples
 
-    res, b = resolution or cfg.train.resolution, cfg.train.batch_size_per_worker
+    res, b = resolution or cfg.train.resolution, cfg.train.micro_batch_size
     rng = np.random.default_rng(seed)
     samples: list[dict] = []
     while sum(len(s["object_id"]) for s in samples) < b:
@@ -158,7 +158,7 @@ def stream_batch(cfg, device, resolution: int | None = None, seed: int = 0) -> d
         record = {"object_id": object_id, "rgba": rng.integers(0, 256, (len(c2w), res, res, 4), dtype=np.uint8),
                   "intrinsics": intrinsics * (res / cfg.render.resolution), "c2w": c2w}
         samples.append(stored_samples(record, cfg, view_pass=0))
-    return {k: torch.from_numpy(np.concatenate([s[k] for s in samples])[:b]).to(device) for k in SAMPLE_COLUMNS}
+    return {k: torch.from_numpy(np.concatenate([s[k] for s in samples])[:b]) for k in SAMPLE_COLUMNS}
 
 
 def model_batch(cfg, raw: dict, device):
@@ -206,12 +206,12 @@ def figures(ctx: Context, cfg, step_s: float) -> dict:
     from zv_ray.model import flops_per_step
 
     tc = cfg.train
-    achieved = flops_per_step(cfg.model, tc.batch_size_per_worker, tc.num_input_views, tc.resolution) / step_s / 1e12
+    achieved = flops_per_step(cfg.model, tc.micro_batch_size, tc.num_input_views, tc.resolution) / step_s / 1e12
     peak = ctx.shared.get("peak_tflops")
     cuda = ctx.device.type == "cuda"
     return {
         "step_s_median": round(step_s, 4),
-        "samples_per_s": round(tc.batch_size_per_worker / step_s, 2),
+        "samples_per_s": round(tc.micro_batch_size / step_s, 2),
         "achieved_tflops": sig(achieved),
         "mfu_vs_measured_peak": sig(achieved / peak, 3) if peak else None,
         "mfu_vs_datasheet_989": sig(achieved / DATASHEET_TFLOPS, 3),
@@ -231,7 +231,7 @@ def training_figures(ctx: Context, cfg, timed: int) -> dict:
     dev, tc = ctx.device, cfg.train
     model, optimizer, params = trainer(cfg, dev)
     perceptual = random_lpips(dev) if cfg.loss.perceptual_weight > 0 else None
-    raw = stream_batch(cfg, dev)
+    raw = stream_batch(cfg)
     steady = max(tc.warmup_steps, cfg.loss.perceptual_start_step)
     reset_memory(ctx)
     records = []
@@ -244,7 +244,7 @@ def training_figures(ctx: Context, cfg, timed: int) -> dict:
                         "perceptual": perceptual is not None and n >= cfg.loss.perceptual_start_step,
                         "tile_intersections": result.tile_intersections, "grad_norm": round(result.outcome.grad_norm, 4)})
     warm, steps = records[:2], records[2:]
-    rec = {"params_m": round(num_params(model) / 1e6, 1), "batch": tc.batch_size_per_worker, "resolution": tc.resolution,
+    rec = {"params_m": round(num_params(model) / 1e6, 1), "batch": tc.micro_batch_size, "resolution": tc.resolution,
            "views": f"{tc.num_input_views}+{tc.num_target_views}", "bf16": cfg.model.bf16,
            "grad_checkpoint": cfg.model.grad_checkpoint, "scale_bias": cfg.model.scale_bias,
            "rasterizer": cfg.model.rasterizer, "gsplat": ctx.gsplat(),
@@ -425,15 +425,16 @@ def breakers(ctx: Context) -> dict:
     cfg = ctx.config("configs/tiny.yaml", ("model.bf16=true", f"model.rasterizer={ctx.rasterizer()}", "loss.perceptual_weight=0.2"))
     tc = cfg.train
     # Stored at 64 px (a Parquet stream), trained at 32 px: the resize that scales the intrinsics (breaker 1).
-    raw = stream_batch(cfg, dev, cfg.render.resolution)
+    raw = stream_batch(cfg, cfg.render.resolution)
     lpips_net = random_lpips(dev)
     rec: dict[str, Any] = {"stream_resolution": cfg.render.resolution, "train_resolution": tc.resolution,
                            "rasterizer": cfg.model.rasterizer}
 
     # Breaker 1 as it was: a CPU scale vector multiplied into the device intrinsics.
-    rec["b1_old_cpu_scale"] = attempt(lambda: raw["intrinsics"] * torch.tensor([0.5, 0.5, 0.5, 0.5]))[1]
+    on_device = {k: v.to(dev) for k, v in raw.items()}
+    rec["b1_old_cpu_scale"] = attempt(lambda: on_device["intrinsics"] * torch.tensor([0.5, 0.5, 0.5, 0.5]))[1]
     rng = torch.Generator().manual_seed(0)  # the views' generator is a CPU one
-    rec["view_choice_device_cameras"] = attempt(lambda: pick_training_views(raw["c2w"], tc, rng))[1]
+    rec["view_choice_device_cameras"] = attempt(lambda: pick_training_views(on_device["c2w"], tc, rng))[1]
     batch, rec["view_batch"] = attempt(lambda: model_batch(cfg, raw, dev))
 
     model, optimizer, params = trainer(cfg, dev)
@@ -492,9 +493,9 @@ def flash_attention(ctx: Context) -> dict:
     from zv_ray.model import GSLRM
 
     dev = ctx.device
-    cfg = ctx.config("configs/paper.yaml", ("model.depth=2", "train.batch_size_per_worker=1"), TOY_RES["256"])
+    cfg = ctx.config("configs/paper.yaml", ("model.depth=2", "train.micro_batch_size=1"), TOY_RES["256"])
     model = GSLRM(cfg.model).to(dev)
-    batch = model_batch(cfg, stream_batch(cfg, dev), dev)
+    batch = model_batch(cfg, stream_batch(cfg), dev)
 
     def forward_backward() -> None:
         g = predict_gaussians(model, batch, cfg)  # the step's forward: bf16 autocast on CUDA
@@ -542,7 +543,7 @@ def ddp_nccl(ctx: Context) -> dict:
         cfg = ctx.config("configs/tiny.yaml", ("model.bf16=true", f"model.rasterizer={ctx.rasterizer()}"))
         wrap = lambda m: DistributedDataParallel(m, device_ids=[0] if dev.type == "cuda" else None)  # noqa: E731
         model, optimizer, params = trainer(cfg, dev, wrap)
-        raw = stream_batch(cfg, dev)
+        raw = stream_batch(cfg)
         times, norms = [], []
         for i in range(2):
             start = time.perf_counter()
@@ -596,7 +597,7 @@ def _model_alone_figures(ctx: Context, cfg, warmup: int, timed: int) -> dict:
     torch.manual_seed(cfg.seed)
     with torch.device(ctx.device):
         model = GSLRM(cfg.model)
-    batch = model_batch(cfg, stream_batch(cfg, ctx.device), ctx.device)
+    batch = model_batch(cfg, stream_batch(cfg), ctx.device)
     reset_memory(ctx)
     times = []
     for i in range(warmup + timed):
@@ -608,7 +609,7 @@ def _model_alone_figures(ctx: Context, cfg, warmup: int, timed: int) -> dict:
         ctx.sync()
         if i >= warmup:
             times.append(round(time.perf_counter() - start, 4))
-    return {"batch": cfg.train.batch_size_per_worker, "resolution": cfg.train.resolution,
+    return {"batch": cfg.train.micro_batch_size, "resolution": cfg.train.resolution,
             **figures(ctx, cfg, statistics.median(times)), "step_s_all": times}
 
 
@@ -631,7 +632,7 @@ def tile_intersections(ctx: Context) -> dict:
         torch.manual_seed(cfg.seed)
         with torch.device(dev):
             model = GSLRM(cfg.model)
-        batch = model_batch(cfg, stream_batch(cfg, dev), dev)
+        batch = model_batch(cfg, stream_batch(cfg), dev)
         with torch.no_grad():
             g = predict_gaussians(model, batch, cfg)
         del model
