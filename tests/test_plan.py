@@ -14,7 +14,7 @@ from zv_ray.config import ConfigError, load_config
 from zv_ray.config.base import flatten, set_keys
 from zv_ray.data.plan import MIX_CHUNK, DataPlan, micro_batches, worker_slots
 from zv_ray.data.records import SAMPLE_COLUMNS
-from zv_ray.train.feed import MaterializedUnits, SampleFeed, StreamedUnits
+from zv_ray.train.feed import MaterializedUnits, SampleFeed, StreamedUnits, StreamStalled
 
 PLAN = DataPlan(seed=3, batch=8, k=4, window=12, weights=(1.0, 1.0, 1.5), counts=(50, 7, 1000))
 
@@ -166,3 +166,20 @@ def test_source_weights_are_dotted_keys_like_any_other():
     assert flat["data.sources.1.weight"] == 3.0 and flat["data.sources.0.kind"] == "zeroverse"
     with pytest.raises(ConfigError, match="not an index of a list of 2"):
         set_keys(cfg.model_dump(mode="json"), {"data.sources.2.weight": 1})
+
+
+def test_a_stream_that_stops_ends_in_one_clear_error_not_a_hang():
+    import queue
+
+    never = iter(queue.Queue().get, None)  # blocks forever, like a stream whose actors have no node to run on
+    with pytest.raises(StreamStalled, match="no training units for 0.5 s"):
+        StreamedUnits(never, stall_timeout_s=0.5).get(0, 0, 0)
+
+    def broken():
+        yield fake_unit(PLAN, 0, 0, 0, 0)
+        raise ValueError("shard gone")
+
+    units = StreamedUnits(broken(), stall_timeout_s=5)
+    assert units.get(0, 0, 0)["unit"][0] == 0
+    with pytest.raises(ValueError, match="shard gone"):  # the stream's own error, raised in the training thread
+        units.get(8, 0, 0)

@@ -53,6 +53,10 @@ class DataConfig(StrictModel):
     shuffle_window: int = Field(64, ge=1)
     # Units (an object's k samples) each train worker's stream renders or reads ahead of the one it needs.
     prefetch_batches: int = Field(2, ge=1)
+    # A train worker whose stream yields nothing for this long fails with one clear error (its actors cannot run:
+    # lost render nodes that did not come back) instead of waiting forever; long enough for an autoscaler to start
+    # a node. Ray Train's FailureConfig then restarts the run, which waits for capacity again.
+    stall_timeout_s: float = Field(900.0, gt=0)
     # Render every object of every source once (view pass 0) before training and keep its samples in Ray's
     # object store, revisited every pass (small fixed sets: the actors leave before the workers train); off,
     # the actors render each visit's new view subsets as training consumes them.

@@ -8,6 +8,8 @@ unit order; the feed keeps the units of the current shuffle blocks and hands eac
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,19 +29,47 @@ class StepSamples:
     waited_s: float  # time spent waiting for units that were not there yet
 
 
-class StreamedUnits:
-    """Units arriving in unit order from the worker's stream, kept until their shuffle block is done."""
+class StreamStalled(RuntimeError):
+    """The worker's stream produced nothing for data.stall_timeout_s: its actors cannot run."""
 
-    def __init__(self, batches: Iterator[dict[str, np.ndarray]]):
-        self.batches = batches
+
+class StreamedUnits:
+    """Units arriving in unit order from the worker's stream, kept until their shuffle block is done. A thread pulls
+    the stream, so a stream that stops (its actors lost with their nodes, and no capacity coming back) ends in one
+    clear error after `stall_timeout_s`, not a hang."""
+
+    def __init__(self, batches: Iterator[dict[str, np.ndarray]], stall_timeout_s: float = 900.0, ahead: int = 2):
         self.units: dict[int, dict[str, np.ndarray]] = {}
         self.last = -1  # the highest unit received
+        self.stall_timeout_s = stall_timeout_s
+        self._arrived: queue.Queue = queue.Queue(maxsize=ahead)
+        threading.Thread(target=self._pull, args=(batches,), name="unit-stream", daemon=True).start()
+
+    def _pull(self, batches: Iterator[dict[str, np.ndarray]]) -> None:
+        try:
+            for batch in batches:
+                self._arrived.put(batch)
+            self._arrived.put(None)
+        except BaseException as err:  # noqa: BLE001 - handed to the training thread, which raises it
+            self._arrived.put(err)
+
+    def _next(self) -> dict[str, np.ndarray] | None:
+        try:
+            got = self._arrived.get(timeout=self.stall_timeout_s)
+        except queue.Empty:
+            raise StreamStalled(
+                f"no training units for {self.stall_timeout_s:g} s (data.stall_timeout_s): the stream's actors cannot "
+                "run; `ray status` shows their pending demand (a lost render node that did not come back?)"
+            ) from None
+        if isinstance(got, BaseException):
+            raise got
+        return got
 
     def get(self, unit: int, source: int, index: int) -> dict[str, np.ndarray]:
         while unit not in self.units:
             if unit < self.last:
                 raise RuntimeError(f"unit {unit} was passed over by the stream (at {self.last}): its order is broken")
-            batch = next(self.batches, None)
+            batch = self._next()
             if batch is None:
                 raise RuntimeError(f"the training stream ended before unit {unit}: it was built for fewer steps")
             for u in np.unique(batch["unit"]):
@@ -113,4 +143,5 @@ def open_feed(cfg, sources: list[dict], rank: int, world: int, first_step: int, 
     context.enable_progress_bars = False  # rank 0 prints the run's progress; Ray Data's bars would bury it
     stream = unit_stream(cfg, sources, table, generator_pool_size(cfg, world))
     batches = stream.iter_batches(batch_size=None, prefetch_batches=cfg.data.prefetch_batches)
-    return SampleFeed(plan, slots, cfg.train.micro_batch_size, StreamedUnits(iter(batches)))
+    units = StreamedUnits(iter(batches), cfg.data.stall_timeout_s, cfg.data.prefetch_batches)
+    return SampleFeed(plan, slots, cfg.train.micro_batch_size, units)
