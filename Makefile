@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup demo test test-cluster test-slow bench clean
+.PHONY: setup demo test test-cluster test-chaos test-slow bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -20,6 +20,9 @@ test: setup
 
 test-cluster: setup
 	$(PY) -m pytest -q -m cluster
+
+test-chaos: setup
+	$(PY) -m pytest -q -s -m chaos
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow

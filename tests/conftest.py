@@ -66,10 +66,8 @@ def as_dict(overrides: Iterable[str]) -> dict[str, Any]:
 TINY_JOB = as_set_args(TINY_RUN)
 
 
-def submit_and_wait(address: str, env: dict, entrypoint: list[str], timeout_s: float = 600) -> str:
-    """`ray job submit --no-wait` with the documented runtime env, then poll until the job ends."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
+def submit(address: str, env: dict, entrypoint: list[str]) -> str:
+    """`ray job submit --no-wait` with the documented runtime env; returns the job id."""
     cmd = [str(BIN / "ray"), "job", "submit", f"--address={address}", "--working-dir", str(REPO),
            "--runtime-env", str(REPO / "runtime_env.yaml"), "--no-wait", "--", *entrypoint]
     for _ in range(30):  # the head's job agent can take a few seconds after `ray start` to accept jobs
@@ -78,25 +76,26 @@ def submit_and_wait(address: str, env: dict, entrypoint: list[str], timeout_s: f
             break
         time.sleep(2)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    out = proc.stdout
-    job_id = next(w.strip("'") for line in out.splitlines() for w in line.split() if w.strip("'").startswith("raysubmit_"))
+    return next(w.strip("'") for line in proc.stdout.splitlines() for w in line.split() if w.strip("'").startswith("raysubmit_"))
+
+
+def wait_job(address: str, job_id: str, timeout_s: float = 600, succeed: bool = True) -> str:
+    """Poll until the job ends; assert it succeeded (or failed, `succeed=False`); returns its logs."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
     client = JobSubmissionClient(address)
     deadline = time.time() + timeout_s
     while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
         assert time.time() < deadline, f"job {job_id} still {status}"
         time.sleep(2)
-    assert status == JobStatus.SUCCEEDED, client.get_job_logs(job_id)[-4000:]
-    return client.get_job_logs(job_id)
+    logs = client.get_job_logs(job_id)
+    assert status == (JobStatus.SUCCEEDED if succeed else JobStatus.FAILED), logs[-4000:]
+    return logs
 
 
-
-@pytest.fixture
-def ray_shutdown_after():
-    """Each test starts its own Ray (through the code under test) and leaves none behind."""
-    yield
-    import ray
-
-    ray.shutdown()
+def submit_and_wait(address: str, env: dict, entrypoint: list[str], timeout_s: float = 600) -> str:
+    """`ray job submit` with the documented runtime env, then poll until the job ends; returns its logs."""
+    return wait_job(address, submit(address, env, entrypoint), timeout_s)
 
 
 def free_port() -> int:

@@ -91,6 +91,10 @@ class ClusterConfig(StrictModel):
     run_name: str = "zv-ray"
     # Automatic restarts after a worker failure (Ray Train FailureConfig).
     max_failures: int = Field(2, ge=-1)
+    # Restarts of the whole fit when Ray Train's controller fails on storage (an S3 outage while it records a
+    # checkpoint, which Ray Train does not retry), from the last checkpoint it registered, this far apart.
+    storage_retries: int = Field(5, ge=0)
+    storage_retry_wait_s: float = Field(30.0, ge=0)
     # Checkpoints kept.
     num_checkpoints_to_keep: int = Field(2, ge=1)
     # Show Ray's own output (worker stdout, Ray Data/Train/Tune logs) on the console; off, it stays in Ray's

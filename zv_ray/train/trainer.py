@@ -7,12 +7,18 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zv_ray.config import ConfigError, RunConfig, flatten
+from zv_ray.config import ClusterConfig, ConfigError, RunConfig, flatten
 from zv_ray.io import storage
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -137,6 +143,38 @@ def build_trainer(
     )
 
 
+def fit_through_storage_outages(make_trainer: Callable[[], Any], cluster: ClusterConfig, run_dir: str):
+    """make_trainer().fit(), and again with a new trainer on the same run folder (Ray Train restores the latest
+    checkpoint it registered) when Ray Train's controller failed on storage: an S3 outage while it records a
+    checkpoint ends the run there, and Ray Train does not retry it (worker failures it does, cluster.max_failures).
+    A retry starts only once the run folder reads again (a controller that cannot read its checkpoint record would
+    start the run over from step 0); at most cluster.storage_retries tries, cluster.storage_retry_wait_s apart."""
+    import ray.train
+
+    from zv_ray.model.checkpoint import RAY_TRAIN_SNAPSHOT
+
+    failure = None
+    for attempt in range(cluster.storage_retries + 1):
+        if failure is not None:
+            log.warning("storage failed under Ray Train (%s); restarting from the last registered checkpoint in %.0f s "
+                        "(%d of cluster.storage_retries=%d)", failure, cluster.storage_retry_wait_s, attempt,
+                        cluster.storage_retries)
+            time.sleep(cluster.storage_retry_wait_s)
+            try:
+                storage.exists(storage.join(run_dir, RAY_TRAIN_SNAPSHOT))
+            except OSError as err:  # still out: wait again
+                failure = err
+                continue
+        try:
+            return make_trainer().fit()
+        except ray.train.ControllerError as err:
+            if not isinstance(err.controller_failure, OSError):
+                raise
+            failure = err.controller_failure
+    raise RuntimeError(f"storage at {run_dir} kept failing through cluster.storage_retries={cluster.storage_retries} "
+                       f"restarts, {cluster.storage_retry_wait_s:g} s apart: {failure}")
+
+
 def run_training(cfg: RunConfig, *, resume: bool = False, console=None) -> TrainingOutcome:
     """Train one run; with a rich `console`, one progress display while it runs (TrainingProgress)."""
     from zv_ray.tracking import fail_run_on_error, finish_run, record_resume_changes, resolve_tracking_uri, start_run
@@ -163,7 +201,8 @@ def run_training(cfg: RunConfig, *, resume: bool = False, console=None) -> Train
         record_resume_changes(tracking_uri, run_id, changes)
     with fail_run_on_error(tracking_uri, run_id):
         if console is None:
-            result = build_trainer(cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id).fit()
+            result = fit_through_storage_outages(
+                lambda: build_trainer(cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id), cfg.cluster, run_dir)
         else:
             from zv_ray.cluster.resources import pending_demand
             from zv_ray.train.schedule import last_step
@@ -172,8 +211,8 @@ def run_training(cfg: RunConfig, *, resume: bool = False, console=None) -> Train
             total = last_step(cfg.train)
             # Around build_trainer too: a materialized set renders there, and may wait for resources as well.
             with TrainingProgress(total, console, waiting=pending_demand) as progress:
-                callbacks = [progress.relay()]
-                result = build_trainer(cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id, callbacks=callbacks).fit()
+                result = fit_through_storage_outages(lambda: build_trainer(
+                    cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id, callbacks=[progress.relay()]), cfg.cluster, run_dir)
     finish_run(tracking_uri, run_id, status="FINISHED")
     ply = storage.join(run_dir, "gaussians.ply")
     return TrainingOutcome(
