@@ -9,7 +9,7 @@ from typing import Any
 from zv_ray.config import ConfigError, RunConfig, validate_dict
 from zv_ray.config.run import check_training_views
 from zv_ray.config.base import plain, read_yaml, set_keys
-from zv_ray.config.sweep import SpaceEntry, SweepConfig
+from zv_ray.config.sweep import SEED_KEY, SpaceEntry, SweepConfig
 
 
 def to_tune(entry: SpaceEntry):
@@ -33,8 +33,12 @@ def to_tune(entry: SpaceEntry):
     raise AssertionError(entry.type)
 
 
-def param_space(sweep: SweepConfig) -> dict[str, Any]:
-    return {key: to_tune(entry) for key, entry in sweep.space.items()}
+def param_space(sweep: SweepConfig, base_seed: int) -> dict[str, Any]:
+    """The space's Tune domains and the seeds every arm runs with (a grid of its own, crossed with the others)."""
+    from ray import tune
+
+    seeds = tune.grid_search([base_seed + i for i in range(sweep.seeds)])
+    return {**{key: to_tune(entry) for key, entry in sweep.space.items()}, SEED_KEY: seeds}
 
 
 def base_data(sweep: SweepConfig) -> dict[str, Any]:
@@ -53,6 +57,8 @@ def trial_values(sweep: SweepConfig, sampled: dict[str, Any]) -> dict[str, Any]:
             out.update(entry.values[sampled[key]])
         else:
             out[key] = sampled[key]
+    if SEED_KEY in sampled:  # absent in validate_space's representatives: the base's seed
+        out[SEED_KEY] = sampled[SEED_KEY]
     return out
 
 
