@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from zv_ray.io.atomic import atomic_path
+
 ARTIFACT_DIR = "scores"
 
 
@@ -21,7 +23,8 @@ class ObjectScores:
 
 
 def save_object_scores(path: Path, scores: ObjectScores) -> Path:
-    path.write_text(json.dumps({"suite": scores.suite, "step": scores.step, "objects": scores.objects}, indent=1))
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"suite": scores.suite, "step": scores.step, "objects": scores.objects}, indent=1))
     return path
 
 
