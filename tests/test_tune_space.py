@@ -17,18 +17,63 @@ def sweep_of(**kw) -> SweepConfig:
     return validate_dict(SweepConfig, data, source="test")
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_sweeps_validate_every_combination(path, monkeypatch):
-    monkeypatch.chdir(REPO)  # `base:` paths are relative to the working directory, like every zv-ray command
+SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_shipped_experiments_validate_and_run_every_arm_to_the_end(path, monkeypatch):
+    monkeypatch.chdir(REPO)  # `base:` and local paths are relative to the working directory, like every zv-ray command
     sweep = load_sweep_config(path)
     configs = validate_space(sweep, base_data(sweep))
-    assert len(configs) in (4, 5)
-    if sweep.space.keys() == {"augmentation"}:
-        probs = {(c.zeroverse.p_heightfield, c.zeroverse.p_boolean, c.zeroverse.p_wireframe) for c in configs}
-        assert (0.0, 0.0, 0.0) in probs and len(probs) == 5
-    else:
-        arms = {(c.loss.perceptual_weight, c.train.grad_clip) for c in configs}
-        assert arms == {(0.5, 1.0), (0.5, 0.0), (0.2, 1.0), (0.2, 0.0)}
+    # Ablation-style: every arm repeated over seeds, run to the end, scored on the same real objects.
+    assert sweep.seeds >= 2 and sweep.scheduler.type == "fifo" and sweep.metric == "gso/psnr"
+    assert all(c.train.eval_objects == str(REPO.parent / "shared" / "eval" / "gso") for c in configs)
+    assert sweep.reference is not None and sweep.reference_arm() == sweep.reference
+    if path.stem.endswith("_tiny"):
+        return
+    # Each GPU experiment has a tiny twin varying the same keys (the arms themselves, except data sizes), and uses
+    # the paper's perceptual loss.
+    tiny = load_sweep_config(path.with_name(f"{path.stem}_tiny.yaml"))
+    assert tiny.space.keys() == sweep.space.keys() and tiny.reference.keys() == sweep.reference.keys()
+    assert tiny.space == sweep.space or path.stem == "data_size"
+    assert {c.loss.perceptual for c in configs} == {"vgg19"} and {c.train.eval_max_objects for c in configs} == {10}
+
+
+def test_the_ablations_arms():
+    augmentation = load_sweep_config(REPO / "configs" / "sweeps" / "augmentation.yaml")
+    configs = validate_space(augmentation, base_data(augmentation))
+    probs = {(c.zeroverse.p_heightfield, c.zeroverse.p_boolean, c.zeroverse.p_wireframe) for c in configs}
+    assert probs == {(0, 0, 0), (0.4, 0, 0), (0, 0.4, 0), (0, 0, 0.2), (0.4, 0.4, 0.2)}
+    # The held-out Zeroverse set sits halfway between each augmentation's off and on rates: no arm is nearer it.
+    val = configs[0].data.val_zeroverse
+    assert (val.p_heightfield, val.p_boolean, val.p_wireframe) == (0.2, 0.2, 0.1)
+    assert {c.train.num_input_views for c in configs} == {8}
+
+    perceptual = load_sweep_config(REPO / "configs" / "sweeps" / "perceptual.yaml")
+    arms = {(c.loss.perceptual_weight, c.train.grad_clip, c.train.skip_grad_norm, c.train.max_consecutive_skips)
+            for c in validate_space(perceptual, base_data(perceptual))}
+    # "off" removes clipping and skipping for real (no threshold at all); its first non-finite step ends the run.
+    assert arms == {(w, 1.0, 20.0, 50) for w in (0.5, 0.2)} | {(w, 0.0, None, 1) for w in (0.5, 0.2)}
+
+    views = load_sweep_config(REPO / "configs" / "sweeps" / "views.yaml")
+    assert {c.train.num_input_views for c in validate_space(views, base_data(views))} == {4, 8}
+    size = load_sweep_config(REPO / "configs" / "sweeps" / "data_size.yaml")
+    sizes = [c for c in validate_space(size, base_data(size))]
+    # The largest arm is one epoch of the budget: steps x batch samples, samples_per_object per object.
+    largest = max(sizes, key=lambda c: c.data.num_objects)
+    assert largest.data.num_objects * largest.data.samples_per_object == largest.train.steps * largest.train.batch_size_per_worker
+
+
+def test_relative_local_paths_are_resolved_where_the_sweep_starts(tmp_path, monkeypatch):
+    """Tune runs each trial, and Ray Train each worker, in a folder of its own: a relative path must not reach them."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "objects").mkdir()
+    sweep = sweep_of(overrides={"train.eval_objects": "objects", "train.init_from": "s3://b/run",
+                                "loss.vgg19_weights": str(tmp_path / "w.mat")})
+    data = base_data(sweep)
+    assert data["train"]["eval_objects"] == str(tmp_path / "objects")
+    assert data["train"]["init_from"] == "s3://b/run" and data["loss"]["vgg19_weights"] == str(tmp_path / "w.mat")
+    assert "vgg_weights" not in data.get("loss", {})
 
 
 def test_seeds_cross_every_arm_and_need_a_grid_and_fifo():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 from typing import Any
 
 from zv_ray.config import ConfigError, RunConfig, validate_dict
@@ -41,10 +42,22 @@ def param_space(sweep: SweepConfig, base_seed: int) -> dict[str, Any]:
     return {**{key: to_tune(entry) for key, entry in sweep.space.items()}, SEED_KEY: seeds}
 
 
+# Local files a trial reads. Relative ones are resolved here, against the working directory (as `base:` is):
+# Tune runs each trial function, and Ray Train each worker, in a folder of its own.
+LOCAL_PATH_KEYS = ("train.eval_objects", "train.init_from", "loss.vgg_weights", "loss.vgg19_weights")
+
+
 def base_data(sweep: SweepConfig) -> dict[str, Any]:
-    """The base run config as plain data, with the sweep's overrides applied."""
-    data = read_yaml(sweep.base) if sweep.base else {}
-    return set_keys(data, sweep.overrides)
+    """The base run config as plain data, with the sweep's overrides applied and relative local paths made absolute."""
+    data = set_keys(read_yaml(sweep.base) if sweep.base else {}, sweep.overrides)
+    paths = {}
+    for key in LOCAL_PATH_KEYS:
+        node: Any = data
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, str) and "://" not in node and not Path(node).is_absolute():
+            paths[key] = str(Path(node).resolve())
+    return set_keys(data, paths)
 
 
 def trial_values(sweep: SweepConfig, sampled: dict[str, Any]) -> dict[str, Any]:
