@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zv_ray.eval.evaluate import SCORE_KEYS
 from zv_ray.eval.object_scores import ARTIFACT_DIR, ObjectScores
 from zv_ray.eval.predictions import Predictions
 from zv_ray.tracking import (
@@ -68,8 +69,6 @@ class Comparison:
     def score(self) -> tuple[str, str]:
         """(per-object score, its mode) for the intervals: the sweep metric's own (val/psnr -> psnr) when it is
         one of the evaluation's scores, else PSNR."""
-        from zv_ray.eval.evaluate import SCORE_KEYS
-
         name = self.metric.rpartition("/")[2]
         return (name, self.mode) if name in SCORE_KEYS else ("psnr", "max")
 
@@ -167,9 +166,8 @@ def table(comp: Comparison):
     for r in comp.rows:
         margin = r.best - r.white if r.best is not None and r.white is not None else None
         t.add_row(r.trial_id, num(r.seed, "d"), *(r.values[k] for k in comp.space_keys), num(r.best, ".2f"),
-                  num(r.white, ".2f"),
-                  num(margin, "+.2f"), num(r.final_loss, ".4f"),
-                  num(r.steps, "d"), num(r.skipped, "d"), "yes" if r.diverged else "no", r.outcome)
+                  num(r.white, ".2f"), num(margin, "+.2f"), num(r.final_loss, ".4f"), num(r.steps, "d"),
+                  num(r.skipped, "d"), "yes" if r.diverged else "no", r.outcome)
     return t
 
 
