@@ -101,7 +101,12 @@ def test_four_trials_one_diverging_land_in_mlflow_and_compare(tmp_path):
     assert [r.diverged for r in comp.rows].count(True) == 1
     assert all(p.exists() for p in comp.files)
     # Named by the sweep's metric and its one key; every trial's predictions on the same validation objects.
-    assert sorted(p.name for p in comp.files) == ["curves.png", "predictions_val.png", "table.txt", "val_psnr_by_run.png"]
+    assert sorted(p.name for p in comp.files) == ["curves.png", "intervals_val.png", "predictions_val.png", "table.txt",
+                                                  "val_psnr_by_run.png"]
+    # One seed per arm: each arm against the default reference (the grid's first label), over the 2 objects.
+    stats = comp.suites()["val"]
+    assert comp.reference == "run=base" and stats[0].arm == "run=base" and len(stats) == 4
+    assert all((s.diff.seeds, s.diff.objects) == (1, 2) for s in stats[1:])
     names = set()
     for run in runs.values():
         with tempfile.TemporaryDirectory() as tmp:
