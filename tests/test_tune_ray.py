@@ -1,4 +1,5 @@
-"""Tiny sweeps on a real local Ray (CPU): trials in MLflow, divergence, interruption and restore."""
+"""Tiny sweeps on a real local Ray (CPU): trials in MLflow, divergence, interruption and restore, and the shipped
+tiny experiments end to end (arms over seeds, per-object scores, compare's intervals)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,9 @@ from pathlib import Path
 
 import pytest
 import ray
-from conftest import as_dict, tiny
+from conftest import GSO_DIR, REPO, as_dict, tiny
 from mlflow.tracking import MlflowClient
 from rich.console import Console
-
-from conftest import REPO, GSO_DIR
 
 from zv_ray.config import validate_dict
 from zv_ray.config.sweep import SweepConfig, load_sweep_config, num_trials
