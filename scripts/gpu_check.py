@@ -277,7 +277,7 @@ def paper_stage(ctx: Context, path: str, stage: str, timed: int) -> dict:
     rec: dict[str, Any] = {}
     for variant, overrides in (("initial_gaussians", ()), ("small_gaussians", SMALL_GAUSSIANS)):
         # skip_grad_norm: every timed step applies its update, as a healthy run's do.
-        cfg = ctx.config(path, (f"model.rasterizer={ctx.rasterizer()}", "train.skip_grad_norm=1e30", *overrides),
+        cfg = ctx.config(path, (f"model.rasterizer={ctx.rasterizer()}", "train.skip_grad_norm=null", *overrides),
                          TOY_RES[stage])
         try:
             rec[variant] = training_figures(ctx, cfg, 1 if ctx.dry else timed)
@@ -669,14 +669,14 @@ def gsplat_agreement(ctx: Context) -> dict:
 
 @step(estimate_s=50, limit_s=200, needs_gsplat=True)
 def paper_256(ctx: Context) -> dict:
-    """Paper stage 1 on one GPU (configs/paper.yaml: B=8, 4+4 views at 256 px, bf16, gradient checkpointing,
+    """Paper stage 1 on one GPU (configs/paper.yaml: a micro-batch of 8, 8+4 views at 256 px, bf16, gradient checkpointing,
     LPIPS), initial and small Gaussians."""
     return paper_stage(ctx, "configs/paper.yaml", "256", timed=5)
 
 
 @step(estimate_s=45, limit_s=180, needs_gsplat=True)
 def paper_512(ctx: Context) -> dict:
-    """Paper stage 2 on one GPU (configs/paper_512.yaml: B=2, 4+4 views at 512 px), initial and small Gaussians."""
+    """Paper stage 2 on one GPU (configs/paper_512.yaml: a micro-batch of 2, 8+4 views at 512 px), initial and small Gaussians."""
     return paper_stage(ctx, "configs/paper_512.yaml", "512", timed=4)
 
 

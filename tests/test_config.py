@@ -31,13 +31,16 @@ def test_paper_configs_match_the_papers():
                                 "train.init_from": None}),
                       (stage2, {"train.steps": 20_000, "train.resolution": 512, "train.global_batch_size": 128, "train.micro_batch_size": 2,
                                 "train.lr": 1e-4, "train.warmup_steps": 500, "loss.perceptual_start_step": 500})]:
+        # LRM-Zero's Table 1 setting: 8 input views; GS-LRM's VGG19 perceptual loss at LRM-Zero's weight.
         both = {"cluster.num_workers": 64, "cluster.use_gpu": True, "train.betas": [0.9, 0.95], "train.weight_decay": 0.05,
-                "train.grad_clip": 1.0, "train.skip_grad_norm": 20.0, "loss.perceptual_weight": 0.2}
+                "train.grad_clip": 1.0, "train.skip_grad_norm": 20.0, "loss.perceptual_weight": 0.2,
+                "loss.perceptual": "vgg19", "train.num_input_views": 8}
         flat = flatten(cfg)
         assert {k: flat[k] for k in {**both, **want}} == {**both, **want}
     assert stage2.train.init_from == f"{stage1.cluster.storage_path}/{stage1.cluster.run_name}"
     assert stage2.cluster.run_name != stage1.cluster.run_name  # stage 2 must not resume (overwrite) stage 1's run
     assert (stage2.model, stage2.zeroverse, stage2.seed) == (stage1.model, stage1.zeroverse, stage1.seed)
+    assert stage2.train.num_target_views == stage1.train.num_target_views
 
 
 def test_local_configs_fit_this_machine():

@@ -147,6 +147,15 @@ def test_in_training_helper_scores_prerendered_views(tiny_checkpoint, tmp_path):
     np.testing.assert_allclose(back.pred[0] / 255.0, kept[0].pred.permute(0, 2, 3, 1).numpy(), atol=0.5 / 255 + 1e-6)
     assert back.psnr[0] == pytest.approx(kept[0].psnr)
 
+    # And every object's scores, which compare pairs object by object across arms and seeds.
+    from zv_ray.eval.evaluate import score_objects, summarize
+    from zv_ray.eval.object_scores import ObjectScores, load_object_scores, save_object_scores
+
+    scores, _ = score_objects(model, views, cfg)
+    assert list(scores) == [v.name for v in views] and summarize(scores.values(), "gso") == metrics
+    back = load_object_scores(save_object_scores(tmp_path / "gso.json", ObjectScores("gso", 7, scores)))
+    assert (back.suite, back.step, back.objects) == ("gso", 7, scores)
+
 
 def test_eval_in_domain_zeroverse(tiny_checkpoint, tmp_path):
     """`--zeroverse 2`: the two held-out objects (ids from data.val_first_object_id, never trained on), each scored
@@ -197,8 +206,9 @@ def test_eval_in_domain_zeroverse(tiny_checkpoint, tmp_path):
 
 
 def test_validation_objects_ignore_the_training_generator_settings():
-    """The held-out set is generated with data.val_zeroverse, so a sweep over zeroverse.* (augmentation arms)
-    ranks every trial on the same objects; changing data.val_zeroverse does change them."""
+    """The held-out set is generated with data.val_zeroverse and a fixed seed, so a sweep over zeroverse.*
+    (augmentation arms) or over seeds ranks every trial on the same objects; changing data.val_zeroverse does
+    change them."""
     from zv_ray.eval.prepare import iter_zeroverse_objects
     from zv_ray.eval.protocol import EvalProtocol
 
@@ -212,6 +222,7 @@ def test_validation_objects_ignore_the_training_generator_settings():
     reference = first_object()
     swept = first_object(zeroverse={"p_boolean": 1.0, "p_wireframe": 1.0, "mesh_resolution": 8})
     assert np.array_equal(reference, swept)
+    assert np.array_equal(reference, first_object(seed=3))  # another seed of the same arm
     other = first_object(data={"val_zeroverse": {"mesh_resolution": 8, "texture": {"resolution": 16}, "p_wireframe": 1.0,
                                                  "p_boolean": 1.0}})
     assert not np.array_equal(reference, other)

@@ -51,6 +51,22 @@ def test_exploding_gradient_is_skipped():
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
+def test_without_a_threshold_an_exploding_step_is_applied_but_a_non_finite_one_is_not():
+    """skip_grad_norm None (the no-safeguards arm): no finite norm is too large; NaN still never reaches the weights."""
+    model, opt = _model_and_opt()
+    before = [p.detach().clone() for p in model.parameters()]
+    (1e6 * model(torch.randn(3, 4))).sum().backward()
+    outcome = clipped_step(list(model.parameters()), opt, grad_clip=0.0, skip_grad_norm=None)
+    assert not outcome.skipped and outcome.grad_norm > 1e5
+    assert not any(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    model(torch.randn(3, 4)).sum().backward()
+    model.weight.grad[0, 0] = float("inf")
+    after_first = [p.detach().clone() for p in model.parameters()]
+    outcome = clipped_step(list(model.parameters()), opt, grad_clip=0.0, skip_grad_norm=None)
+    assert outcome.skipped and not math.isfinite(outcome.grad_norm)
+    assert all(torch.equal(a, b) for a, b in zip(after_first, model.parameters()))
+
+
 def _sgd_step(grad_scale: float, grad_clip: float):
     """One clipped_step under plain SGD with lr 1, whose update is exactly minus the gradient it was given
     (AdamW would hide clipping: its first step does not depend on the gradient's scale)."""

@@ -14,10 +14,11 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from zv_ray.cli.sweep import compare as compare_command
+from zv_ray.eval.object_scores import ObjectScores, save_object_scores
 from zv_ray.eval.predictions import Predictions, save_predictions
-from zv_ray.tune.compare import compare, table
+from zv_ray.tune.compare import compare, table, tables
 from zv_ray.tracking import (
-    DIVERGED_TAG, METRIC_TAG, MODE_TAG, OUTCOME_TAG, ROLE_TAG, SPACE_TAG, SWEEP_TAG, TRIAL_TAG,
+    DIVERGED_TAG, METRIC_TAG, MODE_TAG, OUTCOME_TAG, REFERENCE_TAG, ROLE_TAG, SPACE_TAG, SWEEP_TAG, TRIAL_TAG,
 )
 
 TRIALS = [  # trial id, augmentation, perceptual weight, val/psnr history, diverged
@@ -40,10 +41,30 @@ def log_predictions(client, run_id: str, colour: tuple[int, int, int], tmp: Path
     client.log_artifact(run_id, str(path), "predictions")
 
 
-def fabricate_sweep(client, exp: str, name: str, space: str, metric: str, mode: str) -> str:
+def fabricate_sweep(client, exp: str, name: str, space: str, metric: str, mode: str, **tags: str) -> str:
     return client.create_run(exp, run_name=name, tags={
-        SWEEP_TAG: name, ROLE_TAG: "parent", SPACE_TAG: space, METRIC_TAG: metric, MODE_TAG: mode,
+        SWEEP_TAG: name, ROLE_TAG: "parent", SPACE_TAG: space, METRIC_TAG: metric, MODE_TAG: mode, **tags,
     }).info.run_id
+
+
+# A seeded sweep: 3 arms x 2 seeds, each run scored on the same 4 real objects. The objects differ by several dB
+# (as GSO objects do), seeds by 0.5 dB; "none" trails the reference by 0.05 dB give or take 0.1 (noise), "wire"
+# leads it by 1.5 dB give or take 0.1.
+OBJECT_PSNR = {"mug": 24.0, "shoe": 18.0, "bull": 21.0, "bowl": 27.0}
+GAP = {"all": [[0.0] * 4] * 2, "none": [[-0.15, 0.05, -0.1, 0.0], [0.05, -0.15, 0.0, -0.1]],
+       "wire": [[1.4, 1.6, 1.5, 1.45], [1.55, 1.4, 1.6, 1.5]]}
+
+
+def seeded_psnr(arm: str, seed: int) -> dict[str, float]:
+    return {o: v + 0.5 * seed + GAP[arm][seed][i] for i, (o, v) in enumerate(OBJECT_PSNR.items())}
+
+
+def log_scores(client, run_id: str, suite: str, psnr: dict[str, float], tmp: Path) -> None:
+    """The artifact the training hook writes at every evaluation (the final one stays)."""
+    objects = {o: {"psnr": p, "ssim": 0.8, "lpips": None, "white_psnr": 15.0, "white_ssim": 0.9, "white_lpips": None,
+                   "psnr_over_white": p - 15.0} for o, p in psnr.items()}
+    path = save_object_scores(tmp / run_id / f"{suite}.json", ObjectScores(suite, 8, objects))
+    client.log_artifact(run_id, str(path), "scores")
 
 
 def trial_run(client, exp: str, parent: str, sweep: str, trial_id: str, diverged: bool = False) -> str:
@@ -83,6 +104,21 @@ def store(tmp_path_factory):
         client.log_batch(run, metrics=[Metric("val/lpips", lpips + 0.1, 0, 4), Metric("val/lpips", lpips, 0, 8),
                                        Metric("train/loss", 0.1, 0, 8)])
         client.set_terminated(run)
+
+    seeded = fabricate_sweep(client, exp, "seeded", "augmentation", "gso/psnr", "max",
+                             **{REFERENCE_TAG: "augmentation=all"})
+    for i, (arm, seed) in enumerate((a, s) for a in GAP for s in (0, 1)):
+        run = trial_run(client, exp, seeded, "seeded", f"s{i}")
+        for k, v in {"sweep.augmentation": arm, "sweep.seed": seed, "seed": seed}.items():
+            client.log_param(run, k, v)
+        psnr = seeded_psnr(arm, seed)
+        client.log_batch(run, metrics=[Metric("gso/psnr", float(np.mean(list(psnr.values()))), 0, 8),
+                                       Metric("train/loss", 0.1, 0, 8)])
+        log_scores(client, run, "gso", psnr, tmp)
+        # The held-out Zeroverse set: every arm 2 dB below its real-object score, the same gaps.
+        log_scores(client, run, "val", {o: p - 2.0 for o, p in psnr.items()}, tmp)
+        client.set_terminated(run)
+    client.set_terminated(seeded)
     return uri, parent
 
 
@@ -148,3 +184,36 @@ def test_compare_command(store, tmp_path):
     result = CliRunner().invoke(app, ["compare", "ablate", "--tracking-uri", uri, "--out", str(tmp_path / "cli")])
     assert result.exit_code == 0, result.output
     assert "t1" in result.output and (tmp_path / "cli" / "curves.png").exists()
+
+
+def test_compare_puts_intervals_on_arms_over_seeds_and_objects(store, tmp_path):
+    uri, _ = store
+    comp = compare(uri, "seeded", tmp_path / "seeded")
+    assert comp.reference == "augmentation=all" and sorted({r.seed for r in comp.rows}) == [0, 1]
+    for suite, offset in (("gso", 0.0), ("val", -2.0)):
+        stats = {s.arm: s for s in comp.suites()[suite]}
+        assert list(stats)[0] == "augmentation=all" and stats["augmentation=all"].reference
+        ref = np.array([list(seeded_psnr("all", s).values()) for s in (0, 1)]) + offset
+        assert stats["augmentation=all"].mean.mean == pytest.approx(ref.mean())
+        assert (stats["augmentation=all"].runs, stats["augmentation=all"].objects) == (2, 4)
+        # Paired by seed and object: the mean difference is the mean of the gaps.
+        for arm in ("none", "wire"):
+            assert stats[f"augmentation={arm}"].diff.mean == pytest.approx(np.mean(GAP[arm]))
+            assert (stats[f"augmentation={arm}"].diff.seeds, stats[f"augmentation={arm}"].diff.objects) == (2, 4)
+        assert stats["augmentation=none"].verdict("max") == "not distinguishable"
+        assert stats["augmentation=wire"].verdict("max") == "better"
+        assert stats["augmentation=wire"].diff.low > 1.0
+
+    console = Console(record=True, width=250)
+    for t in tables(comp):
+        console.print(t)
+    text = console.export_text()
+    assert text.count("not distinguishable") == 2 and text.count("better") == 2  # gso and val, one row each
+    assert "augmentation=all (reference)" in text and "2 seeds x 4 objects" in text
+    mean_none = np.mean([list(seeded_psnr("none", s).values()) for s in (0, 1)])
+    assert f"{mean_none:.2f} [" in text  # a mean with its interval
+    names = sorted(p.name for p in comp.files)
+    assert {"intervals_gso.png", "intervals_val.png"} <= set(names)
+    assert "not distinguishable" in (tmp_path / "seeded" / "table.txt").read_text()
+    logged = {a.path for a in MlflowClient(uri).list_artifacts(comp.parent_run_id, "compare")}
+    assert {"compare/intervals_gso.png", "compare/intervals_val.png", "compare/table.txt"} <= logged

@@ -1,4 +1,5 @@
-"""Tiny sweeps on a real local Ray (CPU): trials in MLflow, divergence, interruption and restore."""
+"""Tiny sweeps on a real local Ray (CPU): trials in MLflow, divergence, interruption and restore, and the shipped
+tiny experiments end to end (arms over seeds, per-object scores, compare's intervals)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ from pathlib import Path
 
 import pytest
 import ray
-from conftest import as_dict, tiny
+from conftest import GSO_DIR, REPO, as_dict, tiny
 from mlflow.tracking import MlflowClient
+from rich.console import Console
 
 from zv_ray.config import validate_dict
-from zv_ray.config.sweep import SweepConfig
+from zv_ray.config.sweep import SweepConfig, load_sweep_config, num_trials
+from zv_ray.eval.object_scores import load_object_scores
 from zv_ray.eval.predictions import load_predictions
-from zv_ray.tune.compare import compare
-from zv_ray.tracking import OUTCOME_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG
+from zv_ray.tune.compare import compare, tables
+from zv_ray.tracking import OUTCOME_TAG, ROLE_TAG, SEED_TAG, SWEEP_TAG, TRIAL_TAG
 from zv_ray.tune.sweep import run_sweep
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("ray_shutdown_after")]
@@ -97,7 +100,12 @@ def test_four_trials_one_diverging_land_in_mlflow_and_compare(tmp_path):
     assert [r.diverged for r in comp.rows].count(True) == 1
     assert all(p.exists() for p in comp.files)
     # Named by the sweep's metric and its one key; every trial's predictions on the same validation objects.
-    assert sorted(p.name for p in comp.files) == ["curves.png", "predictions_val.png", "table.txt", "val_psnr_by_run.png"]
+    assert sorted(p.name for p in comp.files) == ["curves.png", "intervals_val.png", "predictions_val.png", "table.txt",
+                                                  "val_psnr_by_run.png"]
+    # One seed per arm: each arm against the default reference (the grid's first label), over the 2 objects.
+    stats = comp.suites()["val"]
+    assert comp.reference == "run=base" and stats[0].arm == "run=base" and len(stats) == 4
+    assert all((s.diff.seeds, s.diff.objects) == (1, 2) for s in stats[1:])
     names = set()
     for run in runs.values():
         with tempfile.TemporaryDirectory() as tmp:
@@ -149,3 +157,82 @@ def test_restore_after_interruption_runs_only_the_remaining_trials(tmp_path):
     assert client.get_run(done_run.info.run_id).info.end_time == done_run.info.end_time
     assert len(client.get_metric_history(done_run.info.run_id, "train/loss")) == done_losses
     assert client.get_run(first.parent_run_id).info.status == "FINISHED"
+
+
+def run_experiment(name: str, tmp_path: Path, monkeypatch, **overrides) -> tuple[SweepConfig, object]:
+    """A shipped tiny experiment as `zv-ray sweep configs/sweeps/NAME.yaml` runs it, into tmp_path."""
+    monkeypatch.chdir(REPO)  # its ../shared/eval/gso is relative to the working directory
+    sweep = load_sweep_config(REPO / "configs" / "sweeps" / f"{name}.yaml")
+    sweep = sweep.model_copy(update={"storage_path": str(tmp_path), "overrides": {
+        **sweep.overrides, "mlflow.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", **overrides}})
+    outcome = run_sweep(sweep)
+    assert not outcome.interrupted
+    return sweep, outcome
+
+
+def scores_of(uri: str, run_id: str, suite: str):
+    with tempfile.TemporaryDirectory() as tmp:
+        return load_object_scores(Path(MlflowClient(uri).download_artifacts(run_id, f"scores/{suite}.json", tmp)))
+
+
+@pytest.mark.skipif(not GSO_DIR.is_dir(), reason="needs ../shared/eval/gso")
+def test_the_views_experiment_runs_two_arms_over_two_seeds_and_compares_them_object_by_object(tmp_path, monkeypatch):
+    """configs/sweeps/views_tiny.yaml end to end: 4 vs 8 input views x seeds 0, 1, each run scored at its end on
+    the same real and held-out Zeroverse objects, then the intervals of `zv-ray compare`."""
+    sweep, outcome = run_experiment("views_tiny", tmp_path, monkeypatch)
+    runs = trial_runs(outcome.tracking_uri, outcome.parent_run_id)
+    assert outcome.num_trials == 4 and len(runs) == 4
+    arms = {(r.data.params["train.num_input_views"], r.data.tags[SEED_TAG]) for r in runs.values()}
+    assert arms == {(v, s) for v in ("4", "8") for s in ("0", "1")}  # every arm with every seed
+    assert all(r.data.tags[OUTCOME_TAG] == "completed" for r in runs.values())  # FIFO: every run to the end
+
+    scores = {(r.data.params["train.num_input_views"], int(r.data.params["seed"])):
+              {suite: scores_of(outcome.tracking_uri, r.info.run_id, suite) for suite in ("gso", "val")}
+              for r in runs.values()}
+    for suite, count in (("gso", 2), ("val", 2)):
+        names = {tuple(sorted(s[suite].objects)) for s in scores.values()}
+        assert len(names) == 1 and len(next(iter(names))) == count  # the same objects for every arm and seed
+        assert {s[suite].step for s in scores.values()} == {8}  # the final evaluation
+
+    comp = compare(outcome.tracking_uri, "views-tiny", tmp_path / "compare")
+    assert comp.reference == "train.num_input_views=8"
+    for suite in ("gso", "val"):
+        four = next(s for s in comp.suites()[suite] if s.arm == "train.num_input_views=4")
+        # The paired difference is the mean over seeds and objects of (4 views - 8 views), object by object.
+        gaps = [p4 - scores[("8", seed)][suite].objects[o]["psnr"]
+                for (views, seed), s in scores.items() if views == "4" for o, v in s[suite].objects.items()
+                for p4 in [v["psnr"]]]
+        assert four.diff.mean == pytest.approx(sum(gaps) / len(gaps))
+        assert (four.diff.seeds, four.diff.objects, four.runs) == (2, 2, 2)
+        assert four.verdict("max") == ("not distinguishable" if four.diff.spans_zero else
+                                       "better" if four.diff.mean > 0 else "worse")
+    console = Console(record=True, width=250)
+    for t in tables(comp):
+        console.print(t)
+    assert "train.num_input_views=8 (reference)" in console.export_text()
+    logged = {a.path for a in MlflowClient(outcome.tracking_uri).list_artifacts(outcome.parent_run_id, "compare")}
+    assert {"compare/intervals_gso.png", "compare/intervals_val.png", "compare/table.txt"} <= logged
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not GSO_DIR.is_dir(), reason="needs ../shared/eval/gso")
+@pytest.mark.parametrize("name", ["augmentation_tiny", "perceptual_tiny", "data_size_tiny"])
+def test_every_tiny_experiment_runs_from_its_file(name, tmp_path, monkeypatch):
+    overrides = {}
+    if name == "perceptual_tiny":  # no VGG19 weights offline: a file of random ones in the real format
+        from test_vgg19 import write_matconvnet_vgg19
+
+        write_matconvnet_vgg19(tmp_path / "vgg19.mat")
+        overrides["loss.vgg19_weights"] = str(tmp_path / "vgg19.mat")
+    sweep, outcome = run_experiment(name, tmp_path, monkeypatch, **overrides)
+    runs = trial_runs(outcome.tracking_uri, outcome.parent_run_id)
+    assert len(runs) == outcome.num_trials == num_trials(sweep)
+    assert all(r.data.tags[OUTCOME_TAG] in ("completed", "diverged") for r in runs.values())
+    comp = compare(outcome.tracking_uri, outcome.parent_run_id, tmp_path / "compare")
+    for suite in ("gso", "val"):
+        stats = comp.suites()[suite]
+        assert stats[0].reference and len(stats) == outcome.num_trials // sweep.seeds
+        assert all(s.diff is not None for s in stats[1:])
+    if name == "perceptual_tiny":  # the no-safeguards arms ran with no clipping and no threshold
+        off = [r for r in runs.values() if r.data.params["sweep.safeguards"] == "off"]
+        assert {(r.data.params["train.grad_clip"], r.data.params["train.skip_grad_norm"]) for r in off} == {("0.0", "None")}

@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO, as_dict, tiny
 
 from zv_ray.config import ConfigError, validate_dict
-from zv_ray.config.sweep import SweepConfig, load_sweep_config
+from zv_ray.config.sweep import SweepConfig, arm_label, load_sweep_config, num_trials
 from zv_ray.tune.space import base_data, param_space, to_tune, trial_config, validate_space
 from zv_ray.tune.sweep import is_diverged, make_scheduler, preflight
 
@@ -17,18 +17,88 @@ def sweep_of(**kw) -> SweepConfig:
     return validate_dict(SweepConfig, data, source="test")
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_sweeps_validate_every_combination(path, monkeypatch):
-    monkeypatch.chdir(REPO)  # `base:` paths are relative to the working directory, like every zv-ray command
+SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_shipped_experiments_validate_and_run_every_arm_to_the_end(path, monkeypatch):
+    monkeypatch.chdir(REPO)  # `base:` and local paths are relative to the working directory, like every zv-ray command
     sweep = load_sweep_config(path)
     configs = validate_space(sweep, base_data(sweep))
-    assert len(configs) in (4, 5)
-    if sweep.space.keys() == {"augmentation"}:
-        probs = {(c.zeroverse.p_heightfield, c.zeroverse.p_boolean, c.zeroverse.p_wireframe) for c in configs}
-        assert (0.0, 0.0, 0.0) in probs and len(probs) == 5
-    else:
-        arms = {(c.loss.perceptual_weight, c.train.grad_clip) for c in configs}
-        assert arms == {(0.5, 1.0), (0.5, 0.0), (0.2, 1.0), (0.2, 0.0)}
+    # Ablation-style: every arm repeated over seeds, run to the end, scored on the same real objects.
+    assert sweep.seeds >= 2 and sweep.scheduler.type == "fifo" and sweep.metric == "gso/psnr"
+    assert all(c.train.eval_objects == str(REPO.parent / "shared" / "eval" / "gso") for c in configs)
+    assert sweep.reference is not None and sweep.reference_arm() == sweep.reference
+    if path.stem.endswith("_tiny"):
+        return
+    # Each GPU experiment has a tiny twin varying the same keys (the arms themselves, except data sizes), and uses
+    # the paper's perceptual loss.
+    tiny = load_sweep_config(path.with_name(f"{path.stem}_tiny.yaml"))
+    assert tiny.space.keys() == sweep.space.keys() and tiny.reference.keys() == sweep.reference.keys()
+    assert tiny.space == sweep.space or path.stem == "data_size"
+    assert {c.loss.perceptual for c in configs} == {"vgg19"} and {c.train.eval_max_objects for c in configs} == {10}
+
+
+def test_the_ablations_arms():
+    augmentation = load_sweep_config(REPO / "configs" / "sweeps" / "augmentation.yaml")
+    configs = validate_space(augmentation, base_data(augmentation))
+    probs = {(c.zeroverse.p_heightfield, c.zeroverse.p_boolean, c.zeroverse.p_wireframe) for c in configs}
+    assert probs == {(0, 0, 0), (0.4, 0, 0), (0, 0.4, 0), (0, 0, 0.2), (0.4, 0.4, 0.2)}
+    # The held-out Zeroverse set sits halfway between each augmentation's off and on rates: no arm is nearer it.
+    val = configs[0].data.val_zeroverse
+    assert (val.p_heightfield, val.p_boolean, val.p_wireframe) == (0.2, 0.2, 0.1)
+    assert {c.train.num_input_views for c in configs} == {8}
+
+    perceptual = load_sweep_config(REPO / "configs" / "sweeps" / "perceptual.yaml")
+    arms = {(c.loss.perceptual_weight, c.train.grad_clip, c.train.skip_grad_norm, c.train.max_consecutive_skips)
+            for c in validate_space(perceptual, base_data(perceptual))}
+    # "off" removes clipping and skipping for real (no threshold at all); its first non-finite step ends the run.
+    assert arms == {(w, 1.0, 20.0, 50) for w in (0.5, 0.2)} | {(w, 0.0, None, 1) for w in (0.5, 0.2)}
+
+    views = load_sweep_config(REPO / "configs" / "sweeps" / "views.yaml")
+    assert {c.train.num_input_views for c in validate_space(views, base_data(views))} == {4, 8}
+    size = load_sweep_config(REPO / "configs" / "sweeps" / "data_size.yaml")
+    sizes = [c for c in validate_space(size, base_data(size))]
+    # The largest arm is one epoch of the budget: steps x batch samples, samples_per_object per object.
+    largest = max(sizes, key=lambda c: c.data.num_objects)
+    assert largest.data.num_objects * largest.data.samples_per_object == largest.train.steps * largest.train.batch_size_per_worker
+
+
+def test_relative_local_paths_are_resolved_where_the_sweep_starts(tmp_path, monkeypatch):
+    """Tune runs each trial, and Ray Train each worker, in a folder of its own: a relative path must not reach them."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "objects").mkdir()
+    sweep = sweep_of(overrides={"train.eval_objects": "objects", "train.init_from": "s3://b/run",
+                                "loss.vgg19_weights": str(tmp_path / "w.mat")})
+    data = base_data(sweep)
+    assert data["train"]["eval_objects"] == str(tmp_path / "objects")
+    assert data["train"]["init_from"] == "s3://b/run" and data["loss"]["vgg19_weights"] == str(tmp_path / "w.mat")
+    assert "vgg_weights" not in data.get("loss", {})
+
+
+def test_seeds_cross_every_arm_and_need_a_grid_and_fifo():
+    space = {"aug": {"type": "grid", "values": {"none": {"zeroverse.p_boolean": 0.0}, "all": {"zeroverse.p_boolean": 0.4}}},
+             "train.lr": {"type": "grid", "values": [1e-3, 1e-4]}}
+    sweep = sweep_of(space=space, seeds=3, scheduler={"type": "fifo"}, overrides={"seed": 10})
+    assert num_trials(sweep) == 2 * 2 * 3
+    assert param_space(sweep, base_seed=10)["seed"] == {"grid_search": [10, 11, 12]}  # the base's seed + 0, 1, 2
+    # The reference arm: the first value of every grid entry unless named; its label is how compare groups trials.
+    assert arm_label(sweep.reference_arm()) == "aug=none, train.lr=0.001"
+    named = sweep_of(space=space, reference={"train.lr": 1e-4, "aug": "all"})
+    assert arm_label(named.reference_arm()) == "aug=all, train.lr=0.0001"  # in space order
+    assert sweep_of(space={"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-3}}).reference_arm() is None
+
+    with pytest.raises(ConfigError, match="ASHA would stop some runs early"):
+        sweep_of(space=space, seeds=2)  # the default scheduler is ASHA
+    with pytest.raises(ConfigError, match="space.train.lr is a loguniform entry"):
+        sweep_of(space={"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-3}}, seeds=2,
+                 scheduler={"type": "fifo"})
+    with pytest.raises(ConfigError, match="seeds: N"):
+        sweep_of(space={"seed": {"type": "grid", "values": [0, 1]}})
+    with pytest.raises(ConfigError, match="give a value for every space key"):
+        sweep_of(space=space, reference={"aug": "all"})
+    with pytest.raises(ConfigError, match=r"reference.aug: 'some' is not one of"):
+        sweep_of(space=space, reference={"aug": "some", "train.lr": 1e-3})
 
 
 @pytest.mark.parametrize(
@@ -84,14 +154,15 @@ def test_every_entry_type_becomes_a_tune_domain_in_range():
         "train.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-3},
         "train.grad_clip": {"type": "uniform", "low": 0.5, "high": 2.0},
         "train.weight_decay": {"type": "quniform", "low": 0.0, "high": 0.1, "q": 0.05},
-        "seed": {"type": "randint", "low": 0, "high": 3},
+        "data.first_object_id": {"type": "randint", "low": 0, "high": 3},
         "zeroverse.part_count_weights": {"type": "choice", "values": [[1, 1], [5, 5, 5]]},
     })
-    space = param_space(sweep)
+    space = param_space(sweep, base_seed=0)
+    assert space["seed"] == {"grid_search": [0]}  # one run per trial: seeds defaults to 1
     for _ in range(20):
         lr, clip, wd = space["train.lr"].sample(), space["train.grad_clip"].sample(), space["train.weight_decay"].sample()
         assert 1e-5 <= lr <= 1e-3 and 0.5 <= clip <= 2.0 and wd in (0.0, 0.05, 0.1)
-        assert space["seed"].sample() in (0, 1, 2)
+        assert space["data.first_object_id"].sample() in (0, 1, 2)
         assert space["zeroverse.part_count_weights"].sample() in ([1, 1], [5, 5, 5])
     assert to_tune(sweep.space["train.lr"]).__class__.__name__ == "Float"
     assert len(validate_space(sweep, base_data(sweep))) == 2 * 2 * 2 * 2 * 2  # ends of each range x choices
@@ -103,13 +174,13 @@ def test_trial_config_expands_bundles_and_plain_values():
         space={
             "aug": {"type": "grid", "values": {"none": {"zeroverse.p_boolean": 0.0, "zeroverse.p_wireframe": 0.0},
                                                "all": {"zeroverse.p_boolean": 0.4, "zeroverse.p_wireframe": 0.2}}},
-            "seed": {"type": "randint", "low": 0, "high": 9},
+            "train.log_every": {"type": "randint", "low": 1, "high": 9},
         },
     )
-    cfg = trial_config(sweep, base_data(sweep), {"aug": "all", "seed": np.int64(7)}, run_name="s-t1")
-    assert (cfg.zeroverse.p_boolean, cfg.zeroverse.p_wireframe, cfg.seed) == (0.4, 0.2, 7)
-    assert type(cfg.seed) is int and cfg.train.steps == 40 and cfg.cluster.run_name == "s-t1"
-    with pytest.raises(ConfigError, match="lacks space key seed"):
+    cfg = trial_config(sweep, base_data(sweep), {"aug": "all", "train.log_every": np.int64(7), "seed": 3}, run_name="s-t1")
+    assert (cfg.zeroverse.p_boolean, cfg.zeroverse.p_wireframe, cfg.train.log_every, cfg.seed) == (0.4, 0.2, 7, 3)
+    assert type(cfg.train.log_every) is int and cfg.train.steps == 40 and cfg.cluster.run_name == "s-t1"
+    with pytest.raises(ConfigError, match="lacks space key train.log_every"):
         trial_config(sweep, base_data(sweep), {"aug": "all"}, run_name="x")
 
 
@@ -150,6 +221,9 @@ def test_preflight_catches_a_sweep_that_lacks_its_metric_or_rungs():
     no_val = tiny_sweep(space={"data.num_val_objects": {"type": "grid", "values": [0, 2]}})
     with pytest.raises(ConfigError, match="num_val_objects > 0"):
         preflight(no_val, validate_space(no_val, base_data(no_val)))
+    no_real = tiny_sweep(metric="gso/psnr")
+    with pytest.raises(ConfigError, match="set train.eval_objects"):
+        preflight(no_real, validate_space(no_real, base_data(no_real)))
     late = tiny_sweep(scheduler={"type": "asha", "grace_period": 100})
     with pytest.raises(ConfigError, match="grace_period 100 exceeds"):
         preflight(late, validate_space(late, base_data(late)))

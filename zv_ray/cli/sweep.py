@@ -42,7 +42,7 @@ def sweep(
     """Run a Ray Tune sweep over run-config keys; each trial trains GS-LRM and logs an MLflow child run."""
     from zv_ray.config.sweep import load_sweep_config
     from zv_ray.tune.compare import compare as compare_sweep
-    from zv_ray.tune.compare import table
+    from zv_ray.tune.compare import tables
     from zv_ray.tune.sweep import run_sweep
 
     console = _console()
@@ -55,7 +55,8 @@ def sweep(
         console.print(f"[bold yellow]sweep interrupted[/]: finish it with  zv-ray sweep {config} --resume")
         raise typer.Exit(130)
     comp = compare_sweep(outcome.tracking_uri, outcome.parent_run_id)
-    console.print(table(comp))
+    for t in tables(comp):
+        console.print(t)
     console.print(f"[bold green]sweep finished[/] {outcome.num_trials} trials, Tune folder {outcome.experiment_path}")
     console.print(f"MLflow: {outcome.tracking_uri}  parent run {outcome.parent_run_id}")
     console.print("plots: " + "  ".join(str(p) for p in comp.files))
@@ -70,14 +71,16 @@ def compare(
         None, "--out", help="Folder for the table and plots (default outputs/compare/<sweep>)"
     ),
 ) -> None:
-    """Table of a sweep's trials (varied params, best metric, final loss, divergence) plus PNG plots."""
+    """Table of a sweep's trials (varied params, best metric, final loss, divergence), per arm the mean and the
+    paired difference from the reference arm with 95% intervals, plus PNG plots."""
     import os
 
     from zv_ray.tune.compare import compare as compare_sweep
-    from zv_ray.tune.compare import table
+    from zv_ray.tune.compare import tables
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('outputs/runs/mlflow.db').resolve()}"
     comp = compare_sweep(uri, ref, out)
     console = _console()
-    console.print(table(comp))
+    for t in tables(comp):
+        console.print(t)
     console.print("written and logged to the parent run under compare/: " + "  ".join(str(p) for p in comp.files))

@@ -11,10 +11,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from zv_ray.config.base import StrictModel, read_yaml, validate_dict
+from zv_ray.config.base import StrictModel, plain, read_yaml, validate_dict
 
 # Keys the sweep itself sets per trial (run name, storage, MLflow experiment of the parent run).
 RESERVED_KEYS = ("cluster.run_name", "cluster.storage_path", "mlflow.")
+# The run-config key `seeds: N` varies (a grid dimension of its own).
+SEED_KEY = "seed"
 
 
 class SpaceEntry(StrictModel):
@@ -83,6 +85,13 @@ class SweepConfig(StrictModel):
     mode: Literal["max", "min"] = "max"
     # Repeats of the whole grid (random entries are drawn anew for each).
     num_samples: int = Field(1, ge=1)
+    # Runs of every arm, each with its own seed (the base's seed + 0 .. seeds - 1: a `seed` grid crossed with the
+    # space), so `zv-ray compare` can put intervals on the differences. More than 1 needs grid entries only
+    # (an arm must repeat) and the FIFO scheduler (every run to the end).
+    seeds: int = Field(1, ge=1)
+    # The arm the others are compared with, object by object: space key -> its value (a bundle's label), every
+    # key given; None: the first value of every grid entry.
+    reference: dict[str, Any] | None = None
     # Trials at once: each holds train workers and generator actors, so size it to the node.
     max_concurrent_trials: int = Field(1, ge=1)
     scheduler: Annotated[AshaConfig | FifoConfig, Field(discriminator="type")] = Field(default_factory=AshaConfig)
@@ -98,15 +107,54 @@ class SweepConfig(StrictModel):
             for k in inner:
                 if k.startswith(RESERVED_KEYS):
                     raise ValueError(f"space key {k} is set by the sweep itself and cannot be swept")
+                if k == SEED_KEY:
+                    raise ValueError("space key seed: repeat every arm over seeds with `seeds: N` instead")
             if entry.is_bundle and "." in key:
                 raise ValueError(f"space key {key} holds a label mapping: name it without dots (e.g. augmentation)")
+        if self.seeds > 1:
+            for key, entry in self.space.items():
+                if entry.type != "grid":
+                    raise ValueError(f"seeds: {self.seeds} repeats every arm, but space.{key} is a {entry.type} entry "
+                                     "that draws a new value per trial: make it a grid")
+            if self.scheduler.type != "fifo":
+                raise ValueError(f"seeds: {self.seeds} compares arms over repeated runs; ASHA would stop some runs "
+                                 "early on one noisy evaluation, leaving arms with unequal runs: set "
+                                 "scheduler: {type: fifo}")
+        if self.reference is not None:
+            self._check_reference(self.reference)
         return self
+
+    def _check_reference(self, reference: dict[str, Any]) -> None:
+        if set(reference) != set(self.space):
+            raise ValueError(f"reference names {sorted(reference)} but the space has {sorted(self.space)}: give a "
+                             "value for every space key")
+        for key, value in reference.items():
+            entry = self.space[key]
+            if entry.type != "grid":
+                raise ValueError(f"reference.{key}: a {entry.type} entry has no fixed values to refer to")
+            if value not in list(entry.values):
+                raise ValueError(f"reference.{key}: {value!r} is not one of space.{key}'s values {list(entry.values)}")
+
+    def reference_arm(self) -> dict[str, Any] | None:
+        """The reference arm's values: `reference`, else the first value of every grid entry (None when the
+        space has a random entry: its trials make no arms)."""
+        if self.reference is not None:  # in space order, each value as the grid spells it (4 -> 4.0)
+            return {key: next(v for v in entry.values if v == self.reference[key]) for key, entry in self.space.items()}
+        if any(entry.type != "grid" for entry in self.space.values()):
+            return None
+        return {key: next(iter(entry.values)) for key, entry in self.space.items()}
 
 
 def num_trials(sweep: SweepConfig) -> int:
-    """Trials Tune will run: every grid combination, `num_samples` times (other entries sample within each)."""
+    """Trials Tune will run: every grid combination and seed, `num_samples` times (other entries sample within each)."""
     grids = [len(entry.values) for entry in sweep.space.values() if entry.type == "grid"]
-    return sweep.num_samples * math.prod(grids)
+    return sweep.num_samples * sweep.seeds * math.prod(grids)
+
+
+def arm_label(values: dict[str, Any]) -> str:
+    """An arm's label, as `zv-ray compare` groups trials: "augmentation=all, train.lr=0.001" (values as MLflow
+    params spell them)."""
+    return ", ".join(f"{k}={plain(v)}" for k, v in values.items())
 
 
 def load_sweep_config(path: str | Path) -> SweepConfig:

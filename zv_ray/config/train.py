@@ -40,9 +40,12 @@ class TrainConfig(StrictModel):
     warmup_steps: int = Field(2000, ge=0)
     min_lr: float = Field(0.0, ge=0)
     # Gradient clipping norm (0 disables) and the skip threshold: a step whose norm is non-finite or
-    # above skip_grad_norm is skipped (GS-LRM: 20 x clip).
+    # above skip_grad_norm is skipped (GS-LRM: 20 x clip). null never skips a finite step; a non-finite one is
+    # still skipped (applied, it would turn every weight to NaN), so with max_consecutive_skips 1 the first one
+    # ends the run as diverged: grad_clip 0 + skip_grad_norm null + max_consecutive_skips 1 is training
+    # without safeguards.
     grad_clip: float = Field(1.0, ge=0)
-    skip_grad_norm: float = Field(20.0, gt=0)
+    skip_grad_norm: float | None = Field(20.0, gt=0)
     # A run is declared diverged after this many skipped steps in a row.
     max_consecutive_skips: int = Field(50, ge=1)
     # Checkpoint, log and evaluation intervals in steps.

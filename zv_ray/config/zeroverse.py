@@ -41,13 +41,17 @@ class ZeroverseConfig(StrictModel):
     # Mesh density n (official 50): cube n x n cells per face; sphere n x 2n; cylinder and cone side n x 3n with
     # n/2 rings per cap; torus 3n x n. Lower it (e.g. 16) for fast online generation.
     mesh_resolution: int = Field(50, ge=4, le=400)
-    # Probability that a face (material slot) gets a height field.
+    # Probability that a face (material slot) gets a height field. The augmentation rates (0.4 / 0.4 / 0.2) are
+    # this project's choice: no stated rate for the paper's 800K objects was found, and the official code takes
+    # them as arguments (create_shapes.py --smooth_probability, 1 - this rate: default 1.0, i.e. no height
+    # fields, 0.1 in its MultiShape class; zeroverse_rgba.py --boolean_probability / --wireframe_probability:
+    # default 0, 1.0 in its README's example).
     p_heightfield: float = Field(0.4, ge=0.0, le=1.0)
     # Height amplitude as a fraction of the part's smallest extent (official: U(0, 0.2 * 2 * min semi-axis)).
     heightfield_scale: float = Field(0.2, ge=0.0, le=1.0)
-    # Probability that an object gets one boolean-difference cut.
+    # Probability that an object gets one boolean-difference cut (this project's choice: see p_heightfield).
     p_boolean: float = Field(0.4, ge=0.0, le=1.0)
-    # Probability that an object gets one wireframe primitive.
+    # Probability that an object gets one wireframe primitive (this project's choice: see p_heightfield).
     p_wireframe: float = Field(0.2, ge=0.0, le=1.0)
     # Size range of cutters and wireframe primitives.
     augment_size_range: tuple[float, float] = (0.3, 0.6)

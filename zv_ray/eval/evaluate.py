@@ -5,7 +5,7 @@ Beside every score stands the all-white image's score on the same test views, an
 objects cover a small part of a white frame, so white alone scores ~15 dB, and an untrained model is no
 baseline (it renders grey, ~7 dB).
 
-`evaluate_objects` is the in-training hook (rank 0, every K steps, on views pre-rendered once by
+`score_objects` is the in-training hook (rank 0, every K steps, on views pre-rendered once by
 `zv_ray.eval.prepare.prepare_eval_views`); `zv-ray eval` uses `evaluate_object` to keep the images.
 """
 
@@ -125,6 +125,25 @@ def summarize(scores: Iterable[dict[str, float | None]], prefix: str) -> dict[st
     return {f"{prefix}/{m}": v for m, v in mean_scores(scores).items() if v is not None}
 
 
+def score_objects(
+    model: torch.nn.Module,
+    views_list: list[EvalObject],
+    cfg: RunConfig,
+    lpips_net: torch.nn.Module | None = None,
+    keep: int = 0,
+) -> tuple[dict[str, dict[str, float | None]], list[ObjectResult]]:
+    """Each pre-rendered object's scores ({name: every SCORE_KEYS entry}) and the results (images included) of
+    the first `keep` objects. Takes a DDP-wrapped or bare model and leaves it in the mode it was in."""
+    scores, kept = {}, []
+    with eval_mode(model) as bare:
+        for obj in views_list:
+            result = evaluate_object(bare, obj, cfg, lpips_net)
+            scores[obj.name] = result.scores()
+            if len(kept) < keep:
+                kept.append(result)
+    return scores, kept
+
+
 def evaluate_objects(
     model: torch.nn.Module,
     views_list: list[EvalObject],
@@ -133,15 +152,7 @@ def evaluate_objects(
     prefix: str = "gso",
     keep: int = 0,
 ) -> tuple[dict[str, float], list[ObjectResult]]:
-    """Mean metrics over pre-rendered objects, for logging during training ({'gso/psnr': ..., 'gso/white_psnr': ...,
-    'gso/psnr_over_white': ...}), and the results (images included) of the first `keep` objects.
-
-    Takes a DDP-wrapped or bare model and leaves it in the mode it was in."""
-    scores, kept = [], []
-    with eval_mode(model) as bare:
-        for obj in views_list:
-            result = evaluate_object(bare, obj, cfg, lpips_net)
-            scores.append(result.scores())
-            if len(kept) < keep:
-                kept.append(result)
-    return summarize(scores, prefix), kept
+    """Mean metrics over pre-rendered objects ({'gso/psnr': ..., 'gso/white_psnr': ..., 'gso/psnr_over_white': ...})
+    and the results (images included) of the first `keep` objects."""
+    scores, kept = score_objects(model, views_list, cfg, lpips_net, keep)
+    return summarize(scores.values(), prefix), kept

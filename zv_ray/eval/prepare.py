@@ -69,17 +69,22 @@ def iter_real_objects(
             yield render_eval_object(object_name(path), scene, protocol, cfg, r)
 
 
+# The held-out Zeroverse objects' generator seed, whatever the run's: a sweep's seeds (`seeds: N`) change the
+# training objects and weights, never the objects every arm and seed is scored on.
+VAL_SEED = 0
+
+
 def iter_zeroverse_objects(
     cfg: RunConfig, count: int, protocol: EvalProtocol, *, renderer: Renderer | None = None
 ) -> Iterator[EvalObject]:
     """`count` held-out Zeroverse objects: ids from data.val_first_object_id (disjoint from training), generated
-    with the fixed data.val_zeroverse settings, not the training ones a sweep varies."""
+    with the fixed data.val_zeroverse settings and VAL_SEED, not the training settings or seed a sweep varies."""
     from zv_ray.zeroverse import generate_object
 
     first = cfg.data.val_first_object_id
     with _renderer_for(cfg, renderer) as r:
         for object_id in range(first, first + count):
-            obj = generate_object(cfg.seed, object_id, cfg.data.val_zeroverse)
+            obj = generate_object(VAL_SEED, object_id, cfg.data.val_zeroverse)
             yield render_eval_object(f"zeroverse_{object_id}", obj.scene, protocol, cfg, r)
 
 

@@ -39,15 +39,19 @@ class Evaluator:
         return self._suites
 
     def evaluate(self, model: torch.nn.Module, step: int) -> dict[str, float]:
-        """Every suite's scores; each suite's predictions go to the run as predictions/<suite>.npz (overwritten at
-        every evaluation), which `zv-ray compare` lays side by side across a sweep's trials."""
-        from zv_ray.eval.evaluate import evaluate_objects
+        """Every suite's mean scores; each suite's per-object scores and predictions go to the run as
+        scores/<suite>.json and predictions/<suite>.npz (overwritten at every evaluation), which `zv-ray compare`
+        pairs object by object and lays side by side across a sweep's trials."""
+        from zv_ray.eval.evaluate import score_objects, summarize
+        from zv_ray.eval.object_scores import ARTIFACT_DIR, ObjectScores, save_object_scores
         from zv_ray.eval.predictions import MAX_OBJECTS, pack_predictions, save_predictions
 
         metrics = {}
         for suite, objects in self.suites().items():
-            scores, kept = evaluate_objects(model, objects, self.cfg, self.lpips_net, prefix=suite, keep=MAX_OBJECTS)
-            metrics.update(scores)
+            scores, kept = score_objects(model, objects, self.cfg, self.lpips_net, keep=MAX_OBJECTS)
+            metrics.update(summarize(scores.values(), suite))
             with tempfile.TemporaryDirectory() as tmp:
+                self.run.artifact(save_object_scores(Path(tmp) / f"{suite}.json", ObjectScores(suite, step, scores)),
+                                  ARTIFACT_DIR)
                 self.run.artifact(save_predictions(Path(tmp) / f"{suite}.npz", pack_predictions(kept, step)), "predictions")
         return metrics

@@ -91,16 +91,17 @@ def clipped_step(
     optimizer: torch.optim.Optimizer,
     *,
     grad_clip: float,
-    skip_grad_norm: float,
+    skip_grad_norm: float | None,
 ) -> StepOutcome:
-    """Clip to `grad_clip` (0 = no clipping) and step, unless the norm is non-finite or above `skip_grad_norm`.
+    """Clip to `grad_clip` (0 = no clipping) and step, unless the norm is non-finite or above `skip_grad_norm`
+    (None: no threshold).
 
     Under DDP the gradients are already all-reduced here, so every rank takes the same decision.
     """
     max_norm = grad_clip if grad_clip > 0 else math.inf
     # error_if_nonfinite=False: a non-finite norm is the skip signal, not an exception.
     norm = float(torch.nn.utils.clip_grad_norm_(parameters, max_norm, error_if_nonfinite=False))
-    if not math.isfinite(norm) or norm > skip_grad_norm:
+    if not math.isfinite(norm) or (skip_grad_norm is not None and norm > skip_grad_norm):
         optimizer.zero_grad(set_to_none=True)
         return StepOutcome(norm, skipped=True)
     optimizer.step()

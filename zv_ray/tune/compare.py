@@ -1,5 +1,7 @@
-"""Compare a sweep's trials from MLflow: a table, the sweep metric against each key the sweep varies, curves, and
-every trial's predictions on the same held-out objects side by side (PNG artifacts on the parent run).
+"""Compare a sweep's trials from MLflow: a table, the sweep metric against each key the sweep varies, curves,
+every trial's predictions on the same held-out objects side by side, and per arm (the trials that differ only by
+seed) the mean over seeds and objects with its 95% interval and the paired difference from the reference arm
+(tables and PNG artifacts on the parent run).
 
     zv-ray compare augmentation-tiny              # by sweep name (newest parent run of that name)
     zv-ray compare 3f2a...e9 --tracking-uri sqlite:///outputs/runs/mlflow.db
@@ -16,17 +18,25 @@ from pathlib import Path
 
 import numpy as np
 
+from zv_ray.eval.evaluate import SCORE_KEYS
+from zv_ray.eval.object_scores import ARTIFACT_DIR, ObjectScores
 from zv_ray.eval.predictions import Predictions
 from zv_ray.tracking import (
-    DIVERGED_TAG, METRIC_TAG, MODE_TAG, OUTCOME_TAG, PARAM_PREFIX, SPACE_TAG, SWEEP_TAG, TRIAL_TAG, child_runs,
-    download_artifact, log_artifact, metric_history, sweep_parent,
+    DIVERGED_TAG, METRIC_TAG, MODE_TAG, OUTCOME_TAG, PARAM_PREFIX, REFERENCE_TAG, SPACE_TAG, SWEEP_TAG, TRIAL_TAG,
+    child_runs, download_artifact, log_artifact, metric_history, sweep_parent,
 )
+from zv_ray.tune.arms import ArmRun, ArmStats, arm_stats
+
+# The suites a training run scores per object: the real objects (train.eval_objects) and the fixed held-out
+# Zeroverse set (data.num_val_objects, data.val_zeroverse).
+SUITES = {"gso": "real objects", "val": "held-out Zeroverse"}
 
 
 @dataclass
 class TrialRow:
     run_id: str
     trial_id: str
+    seed: int | None  # the run's seed (None: not logged)
     values: dict[str, str]  # space key -> sampled value (bundle keys hold their label)
     params: dict[str, str]  # the trial's full flattened config
     best: float | None  # best value of the sweep metric over the run
@@ -38,6 +48,7 @@ class TrialRow:
     outcome: str
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
     metric_curve: list[tuple[int, float]] = field(default_factory=list)
+    scores: dict[str, ObjectScores] = field(default_factory=dict)  # suite -> per-object scores, final evaluation
 
     def setting(self, keys: list[str], leave_out: str | None = None) -> str:
         """Label of the values this trial sampled for `keys` (but `leave_out`): "augmentation=all, train.lr=0.001"."""
@@ -52,7 +63,29 @@ class Comparison:
     mode: str
     space_keys: list[str]
     rows: list[TrialRow]
+    reference: str | None = None  # the reference arm's label (TrialRow.setting), None: no paired differences
     files: list[Path] = field(default_factory=list)
+
+    def score(self) -> tuple[str, str]:
+        """(per-object score, its mode) for the intervals: the sweep metric's own (val/psnr -> psnr) when it is
+        one of the evaluation's scores, else PSNR."""
+        name = self.metric.rpartition("/")[2]
+        return (name, self.mode) if name in SCORE_KEYS else ("psnr", "max")
+
+    def arm_stats(self, suite: str) -> list[ArmStats]:
+        """Every arm's mean and paired difference from the reference on one suite (empty: no per-object scores)."""
+        name, mode = self.score()
+        runs = []
+        for r in self.rows:
+            if suite in r.scores and r.seed is not None:
+                values = {o: v.get(name) for o, v in r.scores[suite].objects.items()}
+                finite = {o: float(v) for o, v in values.items() if v is not None and math.isfinite(v)}
+                runs.append(ArmRun(r.setting(self.space_keys), r.seed, finite, r.diverged))
+        return arm_stats(runs, self.reference, mode) if runs else []
+
+    def suites(self) -> dict[str, list[ArmStats]]:
+        """suite -> its arm statistics, for the suites the trials scored object by object."""
+        return {suite: stats for suite in SUITES if (stats := self.arm_stats(suite))}
 
 
 def _curve(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -65,36 +98,56 @@ def white_key(metric: str) -> str:
     return f"{prefix}/white_{name}" if prefix else f"white_{name}"
 
 
+def fetch_scores(tracking_uri: str, run_id: str, tmp: Path) -> dict[str, ObjectScores]:
+    """suite -> a trial's per-object scores at its last evaluation (no entry: the suite was not evaluated)."""
+    from zv_ray.eval.object_scores import load_object_scores
+
+    found = {}
+    for suite in SUITES:
+        if path := download_artifact(tracking_uri, run_id, f"{ARTIFACT_DIR}/{suite}.json", tmp / run_id):
+            found[suite] = load_object_scores(path)
+    return found
+
+
 def load_comparison(tracking_uri: str, ref: str) -> Comparison:
     parent = sweep_parent(tracking_uri, ref)
     tags = parent.data.tags
     metric, mode = tags.get(METRIC_TAG, "val/psnr"), tags.get(MODE_TAG, "max")
     space_keys = [k for k in tags.get(SPACE_TAG, "").split(",") if k]
     rows = []
-    for run in child_runs(tracking_uri, parent.info.experiment_id, parent.info.run_id):
-        loss_curve = _curve(tracking_uri, run.info.run_id, "train/loss")
-        metric_curve = _curve(tracking_uri, run.info.run_id, metric)
-        values = [v for _, v in metric_curve]
-        skipped = run.data.metrics.get("train/skipped_steps")
-        white = run.data.metrics.get(white_key(metric))  # the fixed validation set: the same value at every eval
-        rows.append(TrialRow(
-            run_id=run.info.run_id,
-            trial_id=run.data.tags.get(TRIAL_TAG, "?"),
-            values={k: run.data.params.get(f"{PARAM_PREFIX}{k}", "?") for k in space_keys},
-            params=dict(run.data.params),
-            best=(max(values) if mode == "max" else min(values)) if values else None,
-            white=white,
-            final_loss=loss_curve[-1][1] if loss_curve else None,
-            steps=loss_curve[-1][0] if loss_curve else None,
-            skipped=int(skipped) if skipped is not None else None,
-            diverged=run.data.tags.get(DIVERGED_TAG) == "yes",
-            outcome=run.data.tags.get(OUTCOME_TAG, run.info.status.lower()),
-            loss_curve=loss_curve,
-            metric_curve=metric_curve,
-        ))
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in child_runs(tracking_uri, parent.info.experiment_id, parent.info.run_id):
+            rows.append(trial_row(tracking_uri, run, metric, mode, space_keys, Path(tmp)))
     sign = -1 if mode == "max" else 1
     rows.sort(key=lambda r: (r.best is None, sign * (r.best or 0.0), r.trial_id))
-    return Comparison(tags.get(SWEEP_TAG, "?"), parent.info.run_id, metric, mode, space_keys, rows)
+    return Comparison(tags.get(SWEEP_TAG, "?"), parent.info.run_id, metric, mode, space_keys, rows,
+                      reference=tags.get(REFERENCE_TAG))
+
+
+def trial_row(tracking_uri: str, run, metric: str, mode: str, space_keys: list[str], tmp: Path) -> TrialRow:
+    """One trial's MLflow run as a row: what it sampled, its curves, its best metric, its per-object scores."""
+    loss_curve = _curve(tracking_uri, run.info.run_id, "train/loss")
+    metric_curve = _curve(tracking_uri, run.info.run_id, metric)
+    values = [v for _, v in metric_curve]
+    skipped = run.data.metrics.get("train/skipped_steps")
+    seed = run.data.params.get("seed")
+    return TrialRow(
+        run_id=run.info.run_id,
+        trial_id=run.data.tags.get(TRIAL_TAG, "?"),
+        seed=int(seed) if seed is not None else None,
+        values={k: run.data.params.get(f"{PARAM_PREFIX}{k}", "?") for k in space_keys},
+        params=dict(run.data.params),
+        best=(max(values) if mode == "max" else min(values)) if values else None,
+        white=run.data.metrics.get(white_key(metric)),  # the fixed validation set: the same value at every eval
+        final_loss=loss_curve[-1][1] if loss_curve else None,
+        steps=loss_curve[-1][0] if loss_curve else None,
+        skipped=int(skipped) if skipped is not None else None,
+        diverged=run.data.tags.get(DIVERGED_TAG) == "yes",
+        outcome=run.data.tags.get(OUTCOME_TAG, run.info.status.lower()),
+        loss_curve=loss_curve,
+        metric_curve=metric_curve,
+        scores=fetch_scores(tracking_uri, run.info.run_id, tmp),
+    )
 
 
 def table(comp: Comparison):
@@ -102,8 +155,8 @@ def table(comp: Comparison):
 
     t = Table(title=f"sweep {comp.sweep} (parent run {comp.parent_run_id}): {len(comp.rows)} trials, "
                     f"best {comp.metric} first")
-    cols = ["trial", *comp.space_keys, f"best {comp.metric}", "white", "best - white", "final loss", "steps", "skipped",
-            "diverged", "outcome"]
+    cols = ["trial", "seed", *comp.space_keys, f"best {comp.metric}", "white", "best - white", "final loss", "steps",
+            "skipped", "diverged", "outcome"]
     for col in cols:
         t.add_column(col, justify="left" if col in ("trial", "outcome") else "right")
 
@@ -112,10 +165,66 @@ def table(comp: Comparison):
 
     for r in comp.rows:
         margin = r.best - r.white if r.best is not None and r.white is not None else None
-        t.add_row(r.trial_id, *(r.values[k] for k in comp.space_keys), num(r.best, ".2f"), num(r.white, ".2f"),
-                  num(margin, "+.2f"), num(r.final_loss, ".4f"),
-                  num(r.steps, "d"), num(r.skipped, "d"), "yes" if r.diverged else "no", r.outcome)
+        t.add_row(r.trial_id, num(r.seed, "d"), *(r.values[k] for k in comp.space_keys), num(r.best, ".2f"),
+                  num(r.white, ".2f"), num(margin, "+.2f"), num(r.final_loss, ".4f"), num(r.steps, "d"),
+                  num(r.skipped, "d"), "yes" if r.diverged else "no", r.outcome)
     return t
+
+
+def tables(comp: Comparison) -> list:
+    """What `zv-ray compare` prints: the trial table, then an interval table per suite with per-object scores."""
+    return [table(comp), *(interval_table(comp, suite, stats) for suite, stats in comp.suites().items())]
+
+
+def interval_table(comp: Comparison, suite: str, stats: list[ArmStats]):
+    """Per arm: runs, objects, the mean [95% interval] over seeds and objects, the paired difference from the
+    reference arm [95% interval], and whether the two can be told apart."""
+    from rich.table import Table
+
+    name, mode = comp.score()
+    seeds = sorted({s.mean.seeds for s in stats if s.mean})
+    objects = sorted({s.objects for s in stats})
+    t = Table(title=f"{comp.sweep}: {suite}/{name} on {SUITES[suite]} at each run's final evaluation, "
+                    f"{'/'.join(map(str, seeds))} seeds x {'/'.join(map(str, objects))} objects per arm: mean and "
+                    f"difference from the reference arm (same seed, same object) with 95% intervals over seeds and "
+                    f"objects; an interval spanning 0 is no difference")
+    for col in ("arm", "runs", "diverged", "objects", f"mean {name} [95%]", "- reference [95%]", "verdict"):
+        t.add_column(col, justify="left" if col in ("arm", "verdict") else "right")
+    for s in stats:
+        t.add_row(s.arm + (" (reference)" if s.reference else ""), str(s.runs), str(s.diverged), str(s.objects),
+                  s.mean.text() if s.mean else "-", s.diff.text("+.2f") if s.diff else "-", s.verdict(mode))
+    return t
+
+
+def plot_intervals(comp: Comparison, suite: str, stats: list[ArmStats], out_dir: Path) -> Path:
+    """intervals_<suite>.png: each arm's mean with its 95% interval, and its paired difference from the reference
+    arm with its interval (grey where it spans 0: not distinguishable)."""
+    import matplotlib.pyplot as plt
+
+    name, mode = comp.score()
+    stats = [s for s in stats if s.mean]
+    y = np.arange(len(stats))[::-1]
+    fig, (ax_mean, ax_diff) = plt.subplots(1, 2, figsize=(12, 1.0 + 0.45 * len(stats)), sharey=True)
+    for yi, s in zip(y, stats):
+        _bar(ax_mean, yi, s.mean, "black" if s.reference else "tab:blue")
+        if s.diff:
+            colour = {"better": "tab:green", "worse": "tab:red"}.get(s.verdict(mode), "grey")
+            _bar(ax_diff, yi, s.diff, colour)
+    ax_mean.set_yticks(y, [s.arm + (" (reference)" if s.reference else "") for s in stats], fontsize=7)
+    better = "higher" if mode == "max" else "lower"
+    ax_mean.set(xlabel=f"{suite}/{name} ({better} is better)", title="mean over seeds and objects, 95% interval")
+    ax_diff.axvline(0.0, color="black", linewidth=0.8)
+    ax_diff.set(xlabel=f"{name} - reference", title="paired difference from the reference (grey: not distinguishable)")
+    for ax in (ax_mean, ax_diff):
+        ax.grid(alpha=0.3, axis="x")
+    fig.suptitle(f"{comp.sweep}: {SUITES[suite]} ({suite}), final evaluation", fontsize=9)
+    return _save(fig, out_dir / f"intervals_{suite}.png")
+
+
+def _bar(ax, y: float, iv, colour: str) -> None:
+    """A point at the mean with its interval as a horizontal error bar (just the point when there is none)."""
+    xerr = None if iv.low is None else [[iv.mean - iv.low], [iv.high - iv.mean]]
+    ax.errorbar([iv.mean], [y], xerr=xerr, fmt="o", color=colour, capsize=4)
 
 
 def _slug(text: str) -> str:
@@ -249,9 +358,10 @@ def _save(fig, path: Path) -> Path:
 
 
 def compare(tracking_uri: str, ref: str, out_dir: Path | None = None, *, log_artifacts: bool = True) -> Comparison:
-    """Load the trials; write table.txt, a <metric>_by_<key>.png per space key, curves.png and the trials'
-    predictions side by side (predictions_<suite>.png) under out_dir (outputs/compare/<sweep>); by default
-    log them as artifacts of the parent run under compare/."""
+    """Load the trials; write table.txt (the trials, then per suite the arms' intervals), a <metric>_by_<key>.png
+    per space key, curves.png, intervals_<suite>.png and the trials' predictions side by side
+    (predictions_<suite>.png) under out_dir (outputs/compare/<sweep>); by default log them as artifacts of the
+    parent run under compare/."""
     import matplotlib
     from rich.console import Console
 
@@ -260,9 +370,11 @@ def compare(tracking_uri: str, ref: str, out_dir: Path | None = None, *, log_art
     out_dir = out_dir or Path("outputs/compare") / comp.sweep
     out_dir.mkdir(parents=True, exist_ok=True)
     text = Console(record=True, width=200, file=io.StringIO())
-    text.print(table(comp))
+    for t in tables(comp):
+        text.print(t)
     (out_dir / "table.txt").write_text(text.export_text())
-    comp.files = [out_dir / "table.txt", *(plot_key(comp, k, out_dir) for k in comp.space_keys), plot_curves(comp, out_dir)]
+    comp.files = [out_dir / "table.txt", *(plot_key(comp, k, out_dir) for k in comp.space_keys), plot_curves(comp, out_dir),
+                  *(plot_intervals(comp, suite, stats, out_dir) for suite, stats in comp.suites().items())]
     with tempfile.TemporaryDirectory() as tmp:
         suite, found = fetch_predictions(tracking_uri, comp, Path(tmp))
         if found:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 from typing import Any
 
 from zv_ray.config import ConfigError, RunConfig, validate_dict
 from zv_ray.config.run import check_training_views
 from zv_ray.config.base import plain, read_yaml, set_keys
-from zv_ray.config.sweep import SpaceEntry, SweepConfig
+from zv_ray.config.sweep import SEED_KEY, SpaceEntry, SweepConfig
 
 
 def to_tune(entry: SpaceEntry):
@@ -33,14 +34,30 @@ def to_tune(entry: SpaceEntry):
     raise AssertionError(entry.type)
 
 
-def param_space(sweep: SweepConfig) -> dict[str, Any]:
-    return {key: to_tune(entry) for key, entry in sweep.space.items()}
+def param_space(sweep: SweepConfig, base_seed: int) -> dict[str, Any]:
+    """The space's Tune domains and the seeds every arm runs with (a grid of its own, crossed with the others)."""
+    from ray import tune
+
+    seeds = tune.grid_search([base_seed + i for i in range(sweep.seeds)])
+    return {**{key: to_tune(entry) for key, entry in sweep.space.items()}, SEED_KEY: seeds}
+
+
+# Local files a trial reads. Relative ones are resolved here, against the working directory (as `base:` is):
+# Tune runs each trial function, and Ray Train each worker, in a folder of its own.
+LOCAL_PATH_KEYS = ("train.eval_objects", "train.init_from", "loss.vgg_weights", "loss.vgg19_weights")
 
 
 def base_data(sweep: SweepConfig) -> dict[str, Any]:
-    """The base run config as plain data, with the sweep's overrides applied."""
-    data = read_yaml(sweep.base) if sweep.base else {}
-    return set_keys(data, sweep.overrides)
+    """The base run config as plain data, with the sweep's overrides applied and relative local paths made absolute."""
+    data = set_keys(read_yaml(sweep.base) if sweep.base else {}, sweep.overrides)
+    paths = {}
+    for key in LOCAL_PATH_KEYS:
+        node: Any = data
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, str) and "://" not in node and not Path(node).is_absolute():
+            paths[key] = str(Path(node).resolve())
+    return set_keys(data, paths)
 
 
 def trial_values(sweep: SweepConfig, sampled: dict[str, Any]) -> dict[str, Any]:
@@ -53,6 +70,8 @@ def trial_values(sweep: SweepConfig, sampled: dict[str, Any]) -> dict[str, Any]:
             out.update(entry.values[sampled[key]])
         else:
             out[key] = sampled[key]
+    if SEED_KEY in sampled:  # absent in validate_space's representatives: the base's seed
+        out[SEED_KEY] = sampled[SEED_KEY]
     return out
 
 

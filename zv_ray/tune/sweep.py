@@ -22,11 +22,11 @@ from ray import tune
 
 from zv_ray.config import ConfigError, RunConfig, validate_dict
 from zv_ray.config.base import set_keys
-from zv_ray.config.sweep import SweepConfig, num_trials
+from zv_ray.config.sweep import SweepConfig, arm_label, num_trials
 from zv_ray.train.schedule import last_step
 from zv_ray.tracking import (
-    DONE_OUTCOMES, METRIC_TAG, MODE_TAG, OUTCOME_TAG, PARAM_PREFIX, ROLE_TAG, SPACE_TAG, SWEEP_TAG, TRIAL_TAG,
-    child_runs, end_trial_run,
+    DONE_OUTCOMES, METRIC_TAG, MODE_TAG, OUTCOME_TAG, PARAM_PREFIX, REFERENCE_TAG, ROLE_TAG, SEED_TAG, SPACE_TAG,
+    SWEEP_TAG, TRIAL_TAG, child_runs, end_trial_run,
 )
 from zv_ray.tune.space import base_data, param_space, trial_config, validate_space
 
@@ -73,7 +73,8 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
 
     trial_id = tune.get_context().get_trial_id()
     cfg = ctx.trial_config(config, trial_id)
-    tags = {"mlflow.parentRunId": ctx.parent_run_id, SWEEP_TAG: ctx.sweep.name, ROLE_TAG: "trial", TRIAL_TAG: trial_id}
+    tags = {"mlflow.parentRunId": ctx.parent_run_id, SWEEP_TAG: ctx.sweep.name, ROLE_TAG: "trial", TRIAL_TAG: trial_id,
+            SEED_TAG: str(cfg.seed)}
     run_id = start_run(ctx.tracking_uri, cfg, resume=True, tags=tags)
     log_params(ctx.tracking_uri, run_id, {f"{PARAM_PREFIX}{k}": v for k, v in config.items()})
     trainer = build_trainer(
@@ -146,6 +147,8 @@ def preflight(sweep: SweepConfig, configs: list[RunConfig]) -> None:
 
     if sweep.metric.startswith("val/") and any(c.data.num_val_objects == 0 for c in configs):
         raise ConfigError(f"metric {sweep.metric} needs held-out objects: set data.num_val_objects > 0 in the base")
+    if sweep.metric.startswith("gso/") and any(not c.train.eval_objects for c in configs):
+        raise ConfigError(f"metric {sweep.metric} needs real objects: set train.eval_objects (e.g. ../shared/eval/gso)")
     for cfg in configs:
         check_before_cluster_work(cfg)
     if sweep.scheduler.type == "asha":
@@ -199,6 +202,8 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False) -> SweepOutcome:
     check_environment(base_cfg, tracking_uri, phases=sweep_phases(sweep, configs))
     tags = {SWEEP_TAG: sweep.name, ROLE_TAG: "parent", SPACE_TAG: ",".join(sweep.space),
             METRIC_TAG: sweep.metric, MODE_TAG: sweep.mode}
+    if (reference := sweep.reference_arm()) is not None:
+        tags[REFERENCE_TAG] = arm_label(reference)
     parent_run_id = start_run(tracking_uri, base_cfg, resume=resume, tags=tags)
     if not resume:
         log_dict(tracking_uri, parent_run_id, sweep.model_dump(mode="json"), "sweep.yaml")
@@ -215,7 +220,7 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False) -> SweepOutcome:
         else:
             tuner = tune.Tuner(
                 trainable,
-                param_space=param_space(sweep),
+                param_space=param_space(sweep, base_cfg.seed),
                 tune_config=tune.TuneConfig(
                     metric=sweep.metric, mode=sweep.mode, scheduler=make_scheduler(sweep, base_cfg),
                     num_samples=sweep.num_samples, max_concurrent_trials=sweep.max_concurrent_trials,
