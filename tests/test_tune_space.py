@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import REPO, as_dict, tiny
@@ -29,13 +31,16 @@ def test_shipped_experiments_validate_and_run_every_arm_to_the_end(path, monkeyp
     assert sweep.seeds >= 2 and sweep.scheduler.type == "fifo" and sweep.metric == "gso/psnr"
     assert all(c.train.eval_objects == str(REPO.parent / "shared" / "eval" / "gso") for c in configs)
     assert sweep.reference is not None and sweep.reference_arm() == sweep.reference
-    if path.stem.endswith("_tiny"):
+    if path.stem.endswith(("_tiny", "_cpu")):  # the plumbing, and the CPU-scale run the closing notes measure
         return
     # Each GPU experiment has a tiny twin varying the same keys (the arms themselves, except data sizes), and uses
     # the paper's perceptual loss.
     tiny = load_sweep_config(path.with_name(f"{path.stem}_tiny.yaml"))
     assert tiny.space.keys() == sweep.space.keys() and tiny.reference.keys() == sweep.reference.keys()
-    assert tiny.space == sweep.space or path.stem == "data_size"
+    if path.stem == "data_source":  # the same arms; the real data differs (your Objaverse set, the 15 scans)
+        assert {k: list(e.values) for k, e in tiny.space.items()} == {k: list(e.values) for k, e in sweep.space.items()}
+    else:
+        assert tiny.space == sweep.space or path.stem == "data_size"
     assert {c.loss.perceptual for c in configs} == {"vgg19"} and {c.train.eval_max_objects for c in configs} == {10}
 
 
@@ -61,7 +66,7 @@ def test_the_ablations_arms():
     sizes = [c for c in validate_space(size, base_data(size))]
     # The largest arm is one epoch of the budget: steps x batch samples, samples_per_object per object.
     largest = max(sizes, key=lambda c: c.data.num_objects)
-    assert largest.data.num_objects * largest.data.samples_per_object == largest.train.steps * largest.train.batch_size_per_worker
+    assert largest.data.num_objects * largest.data.samples_per_object == largest.train.steps * largest.train.global_batch_size
 
 
 def test_relative_local_paths_are_resolved_where_the_sweep_starts(tmp_path, monkeypatch):
@@ -69,11 +74,15 @@ def test_relative_local_paths_are_resolved_where_the_sweep_starts(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     (tmp_path / "objects").mkdir()
     sweep = sweep_of(overrides={"train.eval_objects": "objects", "train.init_from": "s3://b/run",
-                                "loss.vgg19_weights": str(tmp_path / "w.mat")})
-    data = base_data(sweep)
-    assert data["train"]["eval_objects"] == str(tmp_path / "objects")
-    assert data["train"]["init_from"] == "s3://b/run" and data["loss"]["vgg19_weights"] == str(tmp_path / "w.mat")
-    assert "vgg_weights" not in data.get("loss", {})
+                                "loss.vgg19_weights": str(tmp_path / "w.mat")},
+                     space={"src": {"type": "grid", "values": {
+                         "real": {"data.sources": [{"kind": "parquet", "path": "sets/real"}]},
+                         "mix": {"data.sources": [{"kind": "zeroverse"}, {"kind": "parquet", "path": "s3://b/real"}]}}}})
+    real, mix = validate_space(sweep, base_data(sweep))
+    monkeypatch.chdir("/")  # where Tune runs the trial: the paths were fixed where the sweep started
+    assert real.train.eval_objects == str(tmp_path / "objects") and real.data.sources[0].path == str(tmp_path / "sets" / "real")
+    assert real.train.init_from == "s3://b/run" and real.loss.vgg19_weights == str(tmp_path / "w.mat")
+    assert real.loss.vgg_weights is None and mix.data.sources[1].path == "s3://b/real"
 
 
 def test_seeds_cross_every_arm_and_need_a_grid_and_fifo():
@@ -177,11 +186,11 @@ def test_trial_config_expands_bundles_and_plain_values():
             "train.log_every": {"type": "randint", "low": 1, "high": 9},
         },
     )
-    cfg = trial_config(sweep, base_data(sweep), {"aug": "all", "train.log_every": np.int64(7), "seed": 3}, run_name="s-t1")
+    cfg = trial_config(sweep, base_data(sweep), {"aug": "all", "train.log_every": np.int64(7), "seed": 3}, "s-t1", Path.cwd())
     assert (cfg.zeroverse.p_boolean, cfg.zeroverse.p_wireframe, cfg.train.log_every, cfg.seed) == (0.4, 0.2, 7, 3)
     assert type(cfg.train.log_every) is int and cfg.train.steps == 40 and cfg.cluster.run_name == "s-t1"
     with pytest.raises(ConfigError, match="lacks space key train.log_every"):
-        trial_config(sweep, base_data(sweep), {"aug": "all"}, run_name="x")
+        trial_config(sweep, base_data(sweep), {"aug": "all"}, "x", Path.cwd())
 
 
 def test_base_file_and_overrides(tmp_path):

@@ -52,6 +52,20 @@ class RunConfig(StrictModel):
         return self
 
 
+# Local files and folders a run reads, besides data.sources paths. Relative ones are made absolute against the
+# folder the command runs in (absolute_paths): Ray Train runs each worker, and Tune each trial, in a folder of its own.
+LOCAL_PATH_KEYS = ("train.eval_objects", "train.init_from", "loss.vgg_weights", "loss.vgg19_weights")
+
+
+def absolute_paths(cfg: RunConfig, root: str | Path) -> RunConfig:
+    """`cfg` with every relative local path (LOCAL_PATH_KEYS, data.sources paths) made absolute against `root`."""
+    flat = flatten(cfg)
+    keys = [*LOCAL_PATH_KEYS, *(f"data.sources.{i}.path" for i in range(len(cfg.data.sources)))]
+    paths = {k: str((Path(root) / flat[k]).resolve()) for k in keys
+             if isinstance(flat.get(k), str) and "://" not in flat[k] and not Path(flat[k]).is_absolute()}
+    return validate_dict(RunConfig, set_keys(cfg.model_dump(mode="json"), paths), source="<absolute paths>") if paths else cfg
+
+
 def check_training_views(cfg: RunConfig) -> None:
     """Training needs input + supervision views per object; other commands (dataset, generate) do not."""
     views = cfg.train.num_input_views + cfg.train.num_target_views

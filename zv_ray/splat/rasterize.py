@@ -164,5 +164,5 @@ def _rasterize(rasterize, g: Gaussians, intrinsics: Tensor, c2w: Tensor, width: 
         return rgb, alpha, None
     if found.numel() > INT32_MAX:  # gsplat's int32 tile offsets wrapped: this image is wrong
         raise RuntimeError(f"gsplat made {found.numel():,} tile intersections in one call, past int32: "
-                           "lower train.resolution or train.batch_size_per_worker")
+                           "lower train.resolution or train.micro_batch_size")
     return rgb, alpha, found.numel()

@@ -179,6 +179,9 @@ def run_training(cfg: RunConfig, *, resume: bool = False, console=None) -> Train
     """Train one run; with a rich `console`, one progress display while it runs (TrainingProgress)."""
     from zv_ray.tracking import fail_run_on_error, finish_run, record_resume_changes, resolve_tracking_uri, start_run
 
+    from zv_ray.config.run import absolute_paths
+
+    cfg = absolute_paths(cfg, Path.cwd())  # the workers run in folders of their own
     check_before_cluster_work(cfg)
     run_dir = storage.join(storage_root(cfg), cfg.cluster.run_name)
     if storage.exists(run_dir) and not resume:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from zv_ray.config import ConfigError, RunConfig, validate_dict
-from zv_ray.config.run import check_training_views
+from zv_ray.config.run import absolute_paths, check_training_views
 from zv_ray.config.base import plain, read_yaml, set_keys
 from zv_ray.config.sweep import SEED_KEY, SpaceEntry, SweepConfig
 
@@ -42,22 +42,9 @@ def param_space(sweep: SweepConfig, base_seed: int) -> dict[str, Any]:
     return {**{key: to_tune(entry) for key, entry in sweep.space.items()}, SEED_KEY: seeds}
 
 
-# Local files a trial reads. Relative ones are resolved here, against the working directory (as `base:` is):
-# Tune runs each trial function, and Ray Train each worker, in a folder of its own.
-LOCAL_PATH_KEYS = ("train.eval_objects", "train.init_from", "loss.vgg_weights", "loss.vgg19_weights")
-
-
 def base_data(sweep: SweepConfig) -> dict[str, Any]:
-    """The base run config as plain data, with the sweep's overrides applied and relative local paths made absolute."""
-    data = set_keys(read_yaml(sweep.base) if sweep.base else {}, sweep.overrides)
-    paths = {}
-    for key in LOCAL_PATH_KEYS:
-        node: Any = data
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, str) and "://" not in node and not Path(node).is_absolute():
-            paths[key] = str(Path(node).resolve())
-    return set_keys(data, paths)
+    """The base run config as plain data, with the sweep's overrides applied."""
+    return set_keys(read_yaml(sweep.base) if sweep.base else {}, sweep.overrides)
 
 
 def trial_values(sweep: SweepConfig, sampled: dict[str, Any]) -> dict[str, Any]:
@@ -75,10 +62,13 @@ def trial_values(sweep: SweepConfig, sampled: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def trial_config(sweep: SweepConfig, base: dict[str, Any], sampled: dict[str, Any], run_name: str) -> RunConfig:
+def trial_config(sweep: SweepConfig, base: dict[str, Any], sampled: dict[str, Any], run_name: str,
+                 root: str | Path) -> RunConfig:
+    """A trial's run config; relative local paths are made absolute against `root`, the folder the sweep was started
+    in (as `base:` is): Tune runs each trial function, and Ray Train each worker, in a folder of its own."""
     data = set_keys(base, {**trial_values(sweep, sampled), "cluster.run_name": run_name})
     label = ", ".join(f"{k}={json.dumps(plain(v))}" for k, v in sampled.items())
-    cfg = validate_dict(RunConfig, data, source=f"{sweep.name} trial ({label})")
+    cfg = absolute_paths(validate_dict(RunConfig, data, source=f"{sweep.name} trial ({label})"), root)
     check_training_views(cfg)  # every trial trains
     return cfg
 
@@ -97,4 +87,4 @@ def validate_space(sweep: SweepConfig, base: dict[str, Any]) -> list[RunConfig]:
     out-of-range value is a ConfigError naming it, before Ray starts."""
     keys = list(sweep.space)
     combos = itertools.product(*(representatives(sweep.space[k]) for k in keys))
-    return [trial_config(sweep, base, dict(zip(keys, combo)), run_name=sweep.name) for combo in combos]
+    return [trial_config(sweep, base, dict(zip(keys, combo)), sweep.name, Path.cwd()) for combo in combos]

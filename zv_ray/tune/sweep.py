@@ -45,13 +45,14 @@ class TrialContext:
     parent_run_id: str
     experiment_id: str
     train_storage: str  # folder holding every trial's training run
+    root: str  # the folder the sweep was started in: relative paths are relative to it
 
     def run_name(self, trial_id: str) -> str:
         # Stable across Tuner.restore (Tune keeps trial ids): the MLflow run and training run find themselves.
         return f"{self.sweep.name}-{trial_id}"
 
     def trial_config(self, sampled: dict[str, Any], trial_id: str) -> RunConfig:
-        return trial_config(self.sweep, self.base, sampled, self.run_name(trial_id))
+        return trial_config(self.sweep, self.base, sampled, self.run_name(trial_id), self.root)
 
 
 @dataclass
@@ -209,7 +210,7 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False) -> SweepOutcome:
         log_dict(tracking_uri, parent_run_id, sweep.model_dump(mode="json"), "sweep.yaml")
     ctx = TrialContext(sweep=sweep, base=base, tracking_uri=tracking_uri, parent_run_id=parent_run_id,
                        experiment_id=experiment_id(tracking_uri, base_cfg.mlflow.experiment),
-                       train_storage=f"{experiment_path}/train")
+                       train_storage=f"{experiment_path}/train", root=os.getcwd())
     with fail_run_on_error(tracking_uri, parent_run_id):
         init_ray(base_cfg.cluster)
         # The metric exists only on evaluation reports; ASHA skips reports without it, Tune's strict check would not.
