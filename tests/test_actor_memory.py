@@ -1,4 +1,4 @@
-"""A generator actor's memory stays flat over hundreds of objects, on both GL platforms.
+"""A training-stream actor's memory stays flat over hundreds of objects, on both GL platforms.
 
 The actor class runs without Ray, in a subprocess per platform (GL binds one per process). Before the fix,
 every view compiled and kept a new shader program on OSMesa: +4.5 MB per object at these settings, so
@@ -20,16 +20,16 @@ from zv_ray.render import gl
 _RUN_ACTOR = """
 import ctypes, gc, json, sys
 import numpy as np, psutil
-from actors.render import ZeroverseRenderActor
+from actors.samples import SampleActor
 from zv_ray.config import load_config
 
 objects, every = int(sys.argv[1]), int(sys.argv[2])
 cfg = load_config(None, sys.argv[3:])
-actor = ZeroverseRenderActor(cfg.model_dump(mode="json"), first_id=0, output="samples")
+actor = SampleActor(cfg.model_dump(mode="json"), [{"kind": "zeroverse", "first_id": 0, "count": objects}])
 libc, proc = ctypes.CDLL("libc.so.6"), psutil.Process()
 rss = []
 for i in range(objects):
-    out = actor({"id": np.array([i])})
+    out = actor({"unit": np.array([i]), "source": np.array([0]), "index": np.array([i]), "view_pass": np.array([0])})
     if (i + 1) % every == 0:
         # Live memory: glibc keeps freed pages until trimmed, which RSS would count as growth.
         gc.collect()

@@ -183,3 +183,16 @@ def test_a_stream_that_stops_ends_in_one_clear_error_not_a_hang():
     assert units.get(0, 0, 0)["unit"][0] == 0
     with pytest.raises(ValueError, match="shard gone"):  # the stream's own error, raised in the training thread
         units.get(8, 0, 0)
+
+
+def test_the_feed_holds_at_most_its_shuffle_blocks_units_over_a_long_run():
+    """Memory over time: 600 steps (600 units through the feed): the feed keeps the units of the current block (and
+    those of the next it had to read to reach one), never the run's."""
+    plan, slots, end = DataPlan(0, 8, 4, 12, (1.0, 1.0), (50, 7)), range(2, 6), 600
+    feed = streamed_feed(plan, slots, 0, end, 4)
+    held = []
+    for step in range(end):
+        feed.take(step)
+        held.append(len(feed.units.units))
+    assert len(plan.units_for(slots, 0, end)) == 600
+    assert max(held) <= 2 * len(slots) * plan.units_per_block, max(held)
