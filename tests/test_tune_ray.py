@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import ray
-from conftest import GSO_DIR, REPO, as_dict, tiny
+from conftest import BIN, GSO_DIR, REPO, as_dict, tiny
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
@@ -159,10 +160,10 @@ def test_restore_after_interruption_runs_only_the_remaining_trials(tmp_path):
     assert client.get_run(first.parent_run_id).info.status == "FINISHED"
 
 
-def run_experiment(name: str, tmp_path: Path, monkeypatch, **overrides) -> tuple[SweepConfig, object]:
-    """A shipped tiny experiment as `zv-ray sweep configs/sweeps/NAME.yaml` runs it, into tmp_path."""
-    monkeypatch.chdir(REPO)  # its ../shared/eval/gso is relative to the working directory
+def run_experiment(name: str, tmp_path: Path, monkeypatch, workdir: Path = REPO, **overrides) -> tuple[SweepConfig, object]:
+    """A shipped tiny experiment as `zv-ray sweep configs/sweeps/NAME.yaml` runs it in `workdir`, into tmp_path."""
     sweep = load_sweep_config(REPO / "configs" / "sweeps" / f"{name}.yaml")
+    monkeypatch.chdir(workdir)  # its ../shared/eval/gso (and outputs/...) are relative to the working directory
     sweep = sweep.model_copy(update={"storage_path": str(tmp_path), "overrides": {
         **sweep.overrides, "mlflow.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", **overrides}})
     outcome = run_sweep(sweep)
@@ -216,7 +217,7 @@ def test_the_views_experiment_runs_two_arms_over_two_seeds_and_compares_them_obj
 
 @pytest.mark.slow
 @pytest.mark.skipif(not GSO_DIR.is_dir(), reason="needs ../shared/eval/gso")
-@pytest.mark.parametrize("name", ["augmentation_tiny", "perceptual_tiny", "data_size_tiny"])
+@pytest.mark.parametrize("name", ["augmentation_tiny", "perceptual_tiny", "data_size_tiny", "data_source_tiny"])
 def test_every_tiny_experiment_runs_from_its_file(name, tmp_path, monkeypatch):
     overrides = {}
     if name == "perceptual_tiny":  # no VGG19 weights offline: a file of random ones in the real format
@@ -224,7 +225,16 @@ def test_every_tiny_experiment_runs_from_its_file(name, tmp_path, monkeypatch):
 
         write_matconvnet_vgg19(tmp_path / "vgg19.mat")
         overrides["loss.vgg19_weights"] = str(tmp_path / "vgg19.mat")
-    sweep, outcome = run_experiment(name, tmp_path, monkeypatch, **overrides)
+    if name == "data_source_tiny":  # its real arm reads outputs/gso_train: the 15 scans rendered as its header says
+        monkeypatch.chdir(REPO)
+        out = tmp_path / "work" / "outputs" / "gso_train"
+        proc = subprocess.run([str(BIN / "zv-ray"), "dataset", "--meshes", "../shared/train/gso", "--out", str(out),
+                               "--config", "configs/tiny.yaml"], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        (tmp_path / "shared").symlink_to(REPO.parent / "shared")  # ../shared/eval/gso from the work folder
+        sweep, outcome = run_experiment(name, tmp_path, monkeypatch, workdir=tmp_path / "work", **overrides)
+    else:
+        sweep, outcome = run_experiment(name, tmp_path, monkeypatch, **overrides)
     runs = trial_runs(outcome.tracking_uri, outcome.parent_run_id)
     assert len(runs) == outcome.num_trials == num_trials(sweep)
     assert all(r.data.tags[OUTCOME_TAG] in ("completed", "diverged") for r in runs.values())
