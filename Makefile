@@ -12,11 +12,11 @@ setup:
 demo: setup
 	$(VENV)/bin/zv-ray demo
 
-# Everything but the slow (overfitting) tests, the simulated multi-node cluster included; plain `pytest` skips
-# the cluster test too, `make test-cluster` runs it alone.
+# Everything but the slow (overfitting, every tiny experiment) tests and the chaos drills (`make test-chaos`, ~20 min),
+# the simulated multi-node cluster included; plain `pytest` skips the cluster test too, `make test-cluster` runs it alone.
 test: setup
 	bash scripts/setup_browser.sh
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not chaos"
 
 test-cluster: setup
 	$(PY) -m pytest -q -m cluster
