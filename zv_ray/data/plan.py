@@ -23,6 +23,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from zv_ray.config import RunConfig
+
 # Units per mixing chunk: the realized share of a source is within ~1 unit per chunk of its weight.
 MIX_CHUNK = 32
 # Stream tags of the plan's random draws (beside the seed and the chunk, slot or block).
@@ -41,8 +43,8 @@ class DataPlan:
     counts: tuple[int, ...]  # objects per source
 
     @classmethod
-    def from_config(cls, cfg, counts: list[int]) -> "DataPlan":
-        """cfg: a RunConfig; counts: objects per data.sources entry (pipeline.source_sizes)."""
+    def from_config(cls, cfg: RunConfig, counts: list[int]) -> "DataPlan":
+        """counts: objects per data.sources entry (pipeline.source_sets)."""
         d = cfg.data
         return cls(cfg.seed, cfg.train.global_batch_size, d.samples_per_object, d.shuffle_window,
                    tuple(float(s.weight) for s in d.sources), tuple(int(c) for c in counts))

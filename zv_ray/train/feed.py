@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from zv_ray.config import RunConfig
 from zv_ray.data.plan import DataPlan, micro_batches, worker_slots
 from zv_ray.data.records import SAMPLE_COLUMNS
 
@@ -101,6 +102,8 @@ class MaterializedUnits:
 
 
 class SampleFeed:
+    """One worker's share of every step (its slots), from the units it holds, in micro-batches."""
+
     def __init__(self, plan: DataPlan, slots: range, max_micro: int, units: StreamedUnits | MaterializedUnits):
         self.plan, self.slots, self.units = plan, slots, units
         self.micro = micro_batches(len(slots), max_micro)
@@ -122,9 +125,8 @@ class SampleFeed:
         return StepSamples(micro, consumed, time.perf_counter() - started)
 
 
-def open_feed(cfg, sources: list[dict], rank: int, world: int, first_step: int, end_step: int) -> SampleFeed:
-    """Worker `rank` of `world`'s feed for global steps first_step .. end_step - 1 (cfg: a RunConfig; sources:
-    pipeline.source_sets)."""
+def open_feed(cfg: RunConfig, sources: list[dict], rank: int, world: int, first_step: int, end_step: int) -> SampleFeed:
+    """Worker `rank` of `world`'s feed for global steps first_step .. end_step - 1 (sources: pipeline.source_sets)."""
     import ray.data
     import ray.train
 
