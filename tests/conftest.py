@@ -98,6 +98,15 @@ def submit_and_wait(address: str, env: dict, entrypoint: list[str], timeout_s: f
     return wait_job(address, submit(address, env, entrypoint), timeout_s)
 
 
+@pytest.fixture
+def ray_shutdown_after():
+    """Each test starts its own Ray (through the code under test) and leaves none behind."""
+    yield
+    import ray
+
+    ray.shutdown()
+
+
 def free_port() -> int:
     import socket
 

@@ -150,7 +150,8 @@ def sweep_file(home: Path, name: str) -> Path:
     sweep["name"] = name
     values = sweep["space"]["augmentation"]["values"]
     sweep["space"]["augmentation"]["values"] = {k: values[k] for k in ("none", "all")}
-    sweep["overrides"].update({"data.num_objects": 2, "train.steps": 4, "train.eval_every": 2, "train.checkpoint_every": 2})
+    sweep["overrides"].update({"data.num_objects": 2, "train.steps": 4, "train.eval_every": 2, "train.checkpoint_every": 2,
+                               "train.eval_objects": str(GSO_DIR)})  # ../shared from a clone; this home is elsewhere
     sweep["scheduler"] = {"type": "fifo"}
     path = home / f"{name}.yaml"
     path.write_text(yaml.safe_dump(sweep))

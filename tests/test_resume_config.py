@@ -18,8 +18,8 @@ def test_the_config_beside_the_weights_is_what_resume_reads(tmp_path):
 
 
 def test_longer_runs_and_other_clusters_are_recorded():
-    stored = load_config(None, tiny("train.steps=50"))
-    cfg = load_config(None, tiny("train.steps=80", "cluster.num_workers=4", "train.stop_after=60"))
+    stored = load_config(None, tiny("train.steps=50", "train.global_batch_size=4"))
+    cfg = load_config(None, tiny("train.steps=80", "train.global_batch_size=4", "cluster.num_workers=4", "train.stop_after=60"))
     assert resume_changes(stored, cfg) == {
         "cluster.num_workers": (1, 4), "train.steps": (50, 80), "train.stop_after": (None, 60)}
     assert resume_changes(stored, stored) == {}

@@ -206,6 +206,13 @@ def test_bad_checkpoint_file_is_named(tmp_path):
         load_checkpoint(tmp_path / "missing")
 
 
+def plan_of(cfg):
+    """The config's data plan, as the loop builds it (one zeroverse source of data.num_objects objects)."""
+    from zv_ray.data.plan import DataPlan
+
+    return DataPlan.from_config(cfg, [cfg.data.num_objects])
+
+
 def _schedule_config(**train):
     from zv_ray.config import RunConfig
 
@@ -222,7 +229,7 @@ def test_every_rank_reports_on_the_same_steps_and_only_rank0_evaluates():
     cfg = _schedule_config()
     seen = {}
     for rank in (0, 1, 3):
-        checkpointer, evaluator = Checkpointer(cfg, rank), Evaluator(cfg, rank, None, None)
+        checkpointer, evaluator = Checkpointer(cfg, rank, plan_of(cfg)), Evaluator(cfg, rank, None, None)
         state, reports, evals = LoopState(last_step=10), [], []
         for step in range(1, 11):
             state.step = step
@@ -245,7 +252,7 @@ def test_divergence_is_final_report_and_checkpoint_then():
     for _ in range(5):
         state.advance(StepOutcome(float("nan"), skipped=True), max_consecutive_skips=5)
     assert state.step == 5 and state.diverged and state.final
-    assert Checkpointer(_schedule_config(), 1).reports(state) == (True, True)
+    assert Checkpointer(_schedule_config(), 1, plan_of(_schedule_config())).reports(state) == (True, True)
 
 
 def test_train_step_gates_the_perceptual_term_by_its_start_step():

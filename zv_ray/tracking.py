@@ -290,6 +290,7 @@ def log_evaluation(
         logger.tags({f"eval.{k}": v for k, v in params.items()})
         for path, folder in artifacts:
             logger.artifact(path, f"eval/step_{step:07d}/{folder}".rstrip("/"))
+        logger.close()  # sent before the command returns
         return train_run_id
 
     tags = {"zv_ray.kind": "eval", **({TRAIN_RUN_TAG: train_run_id} if train_run_id else {})}
@@ -303,6 +304,7 @@ def log_evaluation(
         logger.metrics(metrics, step=step)
         for path, folder in artifacts:
             logger.artifact(path, folder or None)
+        logger.close()
     finish_run(tracking_uri, run_id)
     return run_id
 
