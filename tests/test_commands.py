@@ -153,6 +153,7 @@ def sweep_file(home: Path, name: str) -> Path:
     sweep["overrides"].update({"data.num_objects": 2, "train.steps": 4, "train.eval_every": 2, "train.checkpoint_every": 2,
                                "train.eval_objects": str(GSO_DIR)})  # ../shared from a clone; this home is elsewhere
     sweep["scheduler"] = {"type": "fifo"}
+    sweep["seeds"] = 1  # two trials: one to finish before the Ctrl-C, one after it
     path = home / f"{name}.yaml"
     path.write_text(yaml.safe_dump(sweep))
     return path
