@@ -35,21 +35,21 @@ def storage_root(cfg: RunConfig) -> str:
     return storage.absolute(cfg.cluster.storage_path)
 
 
-def check_before_cluster_work(cfg: RunConfig) -> None:
-    """Fail in seconds, not after Ray has started: inconsistent views, bad datasets, a missing init checkpoint."""
+def check_before_cluster_work(cfg: RunConfig) -> list[dict[str, Any]]:
+    """Fail in seconds, not after Ray has started: inconsistent views, bad datasets, a missing init checkpoint.
+    Returns the data sources as the actors reach them (pipeline.source_sets: every Parquet footer read once, here)."""
     from zv_ray.config.run import check_training_views
+    from zv_ray.pipeline import source_sets
 
     check_training_views(cfg)
-    if cfg.data.parquet_sources:
-        from zv_ray.pipeline import source_sets
-
-        source_sets(cfg)  # footers and schema: a missing dataset or a corrupt shard is named now
+    sources = source_sets(cfg)  # footers and schema: a missing dataset or a corrupt shard is named now
     if cfg.train.eval_objects and not Path(cfg.train.eval_objects).is_dir():
         raise FileNotFoundError(f"train.eval_objects {cfg.train.eval_objects} is not a folder of objects")
     if cfg.train.init_from:
         from zv_ray.model.checkpoint import resolve_checkpoint_file
 
         resolve_checkpoint_file(cfg.train.init_from)  # local or s3://, read the same way by the workers
+    return sources
 
 
 # What a resumed run may change: how long it runs, where and on what it runs, where it logs.
@@ -94,11 +94,12 @@ def build_trainer(
     callbacks: list | None = None,
     run_name: str | None = None,
     storage_path: str | None = None,
+    sources: list[dict[str, Any]] | None = None,
 ):
     """A TorchTrainer whose workers each stream their share of every step's samples (zv_ray.train.feed; a
     materialized set is rendered here first, and every worker looks units up in it); `callbacks` (Ray Train
     UserCallbacks, run on its controller) bring its reports to the console's progress display or, in a Tune trial,
-    to Tune (TuneReportCallback)."""
+    to Tune (TuneReportCallback). `sources`: check_before_cluster_work's, else read here."""
     import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -110,7 +111,7 @@ def build_trainer(
     name = run_name or cfg.cluster.run_name
     # Rank 0 prints its own progress line; Ray Data's bars would bury it.
     ray.data.DataContext.get_current().enable_progress_bars = False
-    sources = source_sets(cfg)
+    sources = sources if sources is not None else source_sets(cfg)
     # Not split: every worker sees every object. The held-out validation objects are rendered by rank 0 itself,
     # under the evaluation protocol (loop.py).
     datasets = {"units": materialized_units(cfg, sources)} if cfg.data.materialize else {}
@@ -182,7 +183,7 @@ def run_training(cfg: RunConfig, *, resume: bool = False, console=None) -> Train
     from zv_ray.config.run import absolute_paths
 
     cfg = absolute_paths(cfg, Path.cwd())  # the workers run in folders of their own
-    check_before_cluster_work(cfg)
+    sources = check_before_cluster_work(cfg)
     run_dir = storage.join(storage_root(cfg), cfg.cluster.run_name)
     if storage.exists(run_dir) and not resume:
         raise FileExistsError(
@@ -205,7 +206,8 @@ def run_training(cfg: RunConfig, *, resume: bool = False, console=None) -> Train
     with fail_run_on_error(tracking_uri, run_id):
         if console is None:
             result = fit_through_storage_outages(
-                lambda: build_trainer(cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id), cfg.cluster, run_dir)
+                lambda: build_trainer(cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id, sources=sources),
+                cfg.cluster, run_dir)
         else:
             from zv_ray.cluster.resources import pending_demand
             from zv_ray.train.schedule import last_step
@@ -215,7 +217,8 @@ def run_training(cfg: RunConfig, *, resume: bool = False, console=None) -> Train
             # Around build_trainer too: a materialized set renders there, and may wait for resources as well.
             with TrainingProgress(total, console, waiting=pending_demand) as progress:
                 result = fit_through_storage_outages(lambda: build_trainer(
-                    cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id, callbacks=[progress.relay()]), cfg.cluster, run_dir)
+                    cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id, callbacks=[progress.relay()], sources=sources),
+                    cfg.cluster, run_dir)
     finish_run(tracking_uri, run_id, status="FINISHED")
     ply = storage.join(run_dir, "gaussians.ply")
     return TrainingOutcome(
