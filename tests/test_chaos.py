@@ -182,6 +182,13 @@ def start(cluster, mlflow, storage: str, name: str) -> str:
                                  "--set", f"cluster.run_name={name}", "--set", f"mlflow.tracking_uri={mlflow.uri}"])
 
 
+def started_past(cluster, mlflow, storage: str, name: str, step: int) -> str:
+    """A drill's run submitted, once it has trained `step` steps (the moment to break something); its job id."""
+    job = start(cluster, mlflow, storage, name)
+    wait_for(lambda: trained_step(mlflow.uri, name) >= step, 600, f"step {step} of run {name}")
+    return job
+
+
 def report(what: str, broken_at: float, mlflow, name: str, run_dir: Path | None, calm_dir: Path, final: dict) -> dict:
     """The drill's figures: recovery time (from the break to the first step trained after the first restore that
     followed it; None when the run never restarted), the longest pause between two logged steps, steps trained twice,
@@ -241,8 +248,7 @@ def max_difference(a: dict, b: dict) -> float:
 def test_a_lost_trainer_node_shrinks_the_run_and_a_new_one_grows_it_back(cluster, mlflow, calm):
     address, _, nodes = cluster
     runs = calm.parent
-    job = start(cluster, mlflow, str(runs), "elastic")
-    wait_for(lambda: trained_step(mlflow.uri, "elastic") >= 6, 600, "step 6 of the elastic run")
+    job = started_past(cluster, mlflow, str(runs), "elastic", 6)
     nodes["trainer_b"].kill()
     broken_at = time.time()
     wait_for(lambda: 1.0 in [v for _, v, _ in history(mlflow.uri, "elastic", "train/workers")], 300,
@@ -259,8 +265,7 @@ def test_a_lost_trainer_node_shrinks_the_run_and_a_new_one_grows_it_back(cluster
 def test_a_lost_render_node_stalls_the_stream_until_render_capacity_returns(cluster, mlflow, calm):
     address, _, nodes = cluster
     runs = calm.parent
-    job = start(cluster, mlflow, str(runs), "render-lost")
-    wait_for(lambda: trained_step(mlflow.uri, "render-lost") >= 6, 600, "step 6")
+    job = started_past(cluster, mlflow, str(runs), "render-lost", 6)
     nodes["render"].kill()
     broken_at = time.time()
     time.sleep(20)
@@ -275,8 +280,7 @@ def test_a_lost_render_node_stalls_the_stream_until_render_capacity_returns(clus
 def test_an_mlflow_server_restart_loses_no_step(cluster, mlflow, calm):
     address = cluster[0]
     runs = calm.parent
-    job = start(cluster, mlflow, str(runs), "mlflow-down")
-    wait_for(lambda: trained_step(mlflow.uri, "mlflow-down") >= 4, 600, "step 4")
+    job = started_past(cluster, mlflow, str(runs), "mlflow-down", 4)
     mlflow.stop()
     broken_at = time.time()
     time.sleep(30)
