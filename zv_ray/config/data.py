@@ -101,12 +101,3 @@ class DataConfig(StrictModel):
             raise ValueError(f"data.shuffle_window {self.shuffle_window} must be a multiple of data.samples_per_object "
                              f"{self.samples_per_object} (whole objects are shuffled)")
         return self
-
-    @property
-    def parquet_sources(self) -> list[DataSource]:
-        return [s for s in self.sources if s.kind == "parquet"]
-
-    @property
-    def zeroverse_weight(self) -> float:
-        """The zeroverse source's weight (0 when there is none): whether actors generate objects at all."""
-        return sum(s.weight for s in self.sources if s.kind == "zeroverse")

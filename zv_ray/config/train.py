@@ -117,11 +117,6 @@ class ClusterConfig(StrictModel):
         n = self.num_workers
         return (n, n) if isinstance(n, int) else n
 
-    @property
-    def elastic(self) -> bool:
-        low, high = self.worker_range
-        return low < high
-
 
 class MlflowConfig(StrictModel):
     # Tracking URI; None uses $MLFLOW_TRACKING_URI or sqlite:///<storage_path>/mlflow.db.
