@@ -65,7 +65,9 @@ def train_step(
     stats: dict[str, int] = {}
     perceptual = perceptual_net if step >= cfg.loss.perceptual_start_step else None
     total = sum(len(m.images) for m in micro)
-    loss_sum, term_sums = 0.0, {}
+    # Per micro-batch, its share and detached loss terms, read on the host once after the optimizer step: a read per
+    # micro-batch would make the GPU wait for the host before the next micro-batch's forward.
+    shares, logged = [], []
     for i, part in enumerate(micro):
         share = len(part.images) / total
         # DDP all-reduces on backward; accumulate locally until the last micro-batch.
@@ -78,11 +80,12 @@ def train_step(
             mark("loss_forward")
             (loss * share).backward()
             mark("backward")
-        loss_sum += float(loss.detach()) * share
-        for k, v in terms.items():
-            term_sums[k] = term_sums.get(k, 0.0) + float(v) * share
+        shares.append(share)
+        logged.append({"loss": loss.detach(), **terms})
     outcome = clipped_step(params, optimizer, grad_clip=tc.grad_clip, skip_grad_norm=tc.skip_grad_norm)
     mark("clip_and_optimizer")
+    term_sums = {k: sum(float(values[k]) * share for values, share in zip(logged, shares)) for k in logged[0]}
+    loss_sum = term_sums.pop("loss")
     return StepResult(loss_sum, term_sums, pred.detach(), outcome, lr, stats.get("max_tile_intersections"))
 
 
