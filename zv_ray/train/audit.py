@@ -4,11 +4,11 @@
     zv-ray audit outputs/runs/tiny                                       # gaps, repeats, ranks missing steps
     zv-ray audit outputs/runs/tiny --against outputs/runs/tiny-again     # the same samples at every step?
 
-One JSON line per global step and rank: {"step": s, "samples": [[object_id, sample_index], ...]}, each sample
-[source, object_id, sample_index] when the stream has several sources. A worker restored from the checkpoint of
-step s reopens its log with ConsumedLog.open(run_dir, rank, s), which drops the records of steps >= s before it
-trains them again: after any number of restores a complete run holds each step once per rank, so a gap, a repeat
-or a rank without a step is a fault of the run, not of its restores.
+One JSON line per global step and rank: {"step": s, "samples": [[source, object_id, sample_index], ...], "world": W}
+(the reader also takes [object_id, sample_index] samples, and lines without "world"). A worker restored from the
+checkpoint of step s reopens its log with ConsumedLog.open(run_dir, rank, s), which drops the records of steps >= s
+before it trains them again: after any number of restores a complete run holds each step once per rank, so a gap, a
+repeat or a rank without a step is a fault of the run, not of its restores.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def _parse(text: str, where: str) -> list[tuple[int, list[Sample], int | None]]:
                 raise ValueError
         except (ValueError, KeyError, TypeError):
             raise AuditError(f"{where}:{no} is not a consumed-samples record "
-                             '({"step": s, "samples": [[object_id, sample_index], ...]})') from None
+                             '({"step": s, "samples": [[source, object_id, sample_index], ...]})') from None
         records.append((step, samples, record.get("world")))
     return records
 
